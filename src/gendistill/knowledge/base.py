@@ -1,0 +1,120 @@
+"""The contract between models, teachers, knowledge terms and the trainer.
+
+A *knowledge term* is a small ``nn.Module`` that receives the student's :class:`Outputs`, the teacher's
+:class:`Outputs` (``None`` for terms that need no teacher) and the :class:`Batch`, and returns a scalar loss.
+Terms that need intermediate features list the layer names in ``student_layers`` / ``teacher_layers``; the
+trainer taps those submodules with forward hooks (see :mod:`gendistill.knowledge.taps`) and fills
+``Outputs.features`` under the same names. Terms may own learned parameters (adapters, regressors, memory
+banks); they are trained with the student and dropped when the student is exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Outputs:
+    """What a network produced for a batch: logits and any tapped features, keyed by layer name."""
+
+    logits: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+
+    def feature(self, name: str) -> Tensor:
+        try:
+            return self.features[name]
+        except KeyError:
+            raise KeyError(
+                f"feature {name!r} was not tapped; tapped: {sorted(self.features)}"
+            ) from None
+
+
+@dataclass
+class Batch:
+    """One training batch. ``index`` holds the samples' positions in the training set (for memory banks
+    and output caches); ``None`` when the data source cannot provide them."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor | None = None
+
+
+class KnowledgeTerm(nn.Module):
+    """Base class of a loss term. Subclasses set ``name`` and implement :meth:`forward`.
+
+    Attributes:
+        name: key of this term in the loss dict (``"kd"``, ``"ce"``, ``"rkd"`` ...).
+        needs_teacher: ``False`` for terms computed from the student and labels alone.
+        student_layers / teacher_layers: submodule names whose outputs the term reads from ``features``.
+    """
+
+    name: str = "term"
+    needs_teacher: bool = True
+    student_layers: tuple[str, ...] = ()
+    teacher_layers: tuple[str, ...] = ()
+
+    def setup(self, *, num_train: int, num_classes: int) -> None:
+        """Called once by the trainer before training (e.g. to size a memory bank). Default: nothing."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Objective(nn.Module):
+    """A weighted sum of knowledge terms: ``loss = sum_i w_i * term_i``.
+
+    ``forward`` returns ``{"loss": total, <term name>: unweighted value, ...}``; the trainer logs every entry.
+    Two terms with the same name get suffixes ``_1``, ``_2`` in the dict.
+    """
+
+    def __init__(self, terms: list[tuple[KnowledgeTerm, float]]):
+        super().__init__()
+        if not terms:
+            raise ValueError("an objective needs at least one term")
+        self.terms = nn.ModuleList([t for t, _ in terms])
+        self.weights = [float(w) for _, w in terms]
+        names: list[str] = []
+        for t in self.terms:
+            base, k = t.name, 1
+            name = base
+            while name in names:
+                name = f"{base}_{k}"
+                k += 1
+            names.append(name)
+        self.names = names
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.needs_teacher for t in self.terms)
+
+    @property
+    def student_layers(self) -> list[str]:
+        return sorted({n for t in self.terms for n in t.student_layers})
+
+    @property
+    def teacher_layers(self) -> list[str]:
+        return sorted({n for t in self.terms for n in t.teacher_layers})
+
+    def setup(self, *, num_train: int, num_classes: int) -> None:
+        for t in self.terms:
+            t.setup(num_train=num_train, num_classes=num_classes)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        parts: dict[str, Tensor] = {}
+        total = None
+        for name, term, w in zip(self.names, self.terms, self.weights):
+            if term.needs_teacher and teacher is None:
+                raise RuntimeError(f"term {name!r} needs a teacher but none was given")
+            value = term(student, teacher, batch)
+            parts[name] = value
+            if w != 0.0:
+                total = w * value if total is None else total + w * value
+        if total is None:
+            total = torch.zeros((), device=student.logits.device)
+        return {"loss": total, **parts}
+
+    def describe(self) -> str:
+        return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
