@@ -1,0 +1,53 @@
+"""Terminal tables of a lineage summary (single seed, or aggregated over seeds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = [
+    ("test_acc", "test acc", 4),
+    ("test_nll", "NLL", 3),
+    ("test_ece", "ECE", 3),
+    ("agreement_teacher", "agree(teacher)", 4),
+    ("kl_teacher", "KL(t||s)", 4),
+    ("agreement_gen0", "agree(gen0)", 4),
+    ("kl_gen0", "KL(g0||s)", 4),
+]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and "mean" in value:
+        if value.get("mean") is None:
+            return "-"
+        if value.get("n", 1) > 1:
+            return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+        return f"{value['mean']:.{digits}f}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 160) -> str:
+    seeds = summary.get("seeds")
+    title = title or ("lineage" + (f" — mean ± std over seeds {seeds}" if seeds else "") + " (test set, final epoch)")
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    table.add_column("arch")
+    table.add_column("teacher")
+    for _, head, _ in COLUMNS:
+        table.add_column(head, justify="right")
+    for g in summary.get("generations", []):
+        table.add_row(f"gen{g['gen']}", str(g.get("arch", "")), str(g.get("teacher") or "labels"),
+                      *[fmt(g.get(k), d) for k, _, d in COLUMNS])
+    for e in summary.get("ensembles", []):
+        members = e["members"]
+        name = f"ens(gen{members[0]}..gen{members[-1]})"
+        table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in COLUMNS])
+    console = Console(width=width, record=True, file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
+    console.print(table)
+    return console.export_text()

@@ -1,0 +1,78 @@
+"""The ``gendistill`` command line. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import GendistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="Multi-generation knowledge distillation: born-again lineages and their measurement.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the bundled default (BAN on MNIST-1D)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: --set generations.count=5")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default: <out>/<name> from the config)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out / the config's run directory")] = False,
+    progress: Annotated[str, typer.Option(help="auto | bar | lines | off")] = "auto",
+) -> None:
+    """Run a lineage (one per seed) and print the per-generation table."""
+    from .config import load_config
+    from .runner import run_config
+
+    try:
+        if progress not in ("auto", "bar", "lines", "off"):
+            raise GendistillError(f"--progress must be auto, bar, lines or off, got {progress!r}")
+        cfg = load_config(config, set_ or [])
+        t0 = time.perf_counter()
+        root, summary, _ = run_config(cfg, out=out, resume=resume, progress=progress)
+    except GendistillError as e:
+        _fail(str(e))
+    from .analysis.tables import lineage_table
+
+    typer.echo(lineage_table(summary))
+    typer.echo(f"run directory: {root}   ({time.perf_counter() - t0:.1f} s)")
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="methods | models | datasets")] = "methods") -> None:
+    """List the registered methods, models or datasets."""
+    from . import config as _config  # noqa: F401  (registers models and datasets)
+    from . import knowledge as _knowledge  # noqa: F401
+    from .registry import DATASETS, METHODS, MODELS
+
+    tables = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}
+    if what not in tables:
+        _fail(f"cannot list {what!r}; choose one of: methods, models, datasets")
+    reg = tables[what]
+    if what == "methods":
+        from .knowledge import PRESETS
+
+        for e in reg.entries():
+            typer.echo(f"{e.name:<16} {e.meta.get('kind', ''):<10} {e.meta.get('paper', '')}")
+        typer.echo("\nobjective presets:")
+        for name, text in PRESETS.items():
+            typer.echo(f"  {name:<14} {text}")
+    else:
+        for e in reg.entries():
+            typer.echo(f"{e.name:<16} {e.summary}")
+
+
+def main() -> None:
+    try:
+        app()
+    except GendistillError as e:  # pragma: no cover - commands catch their own
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)

@@ -1,0 +1,275 @@
+"""The config schema. YAML files, ``--set`` overrides and the Python API all go through these models.
+
+Errors come out as one line naming the key and the allowed values (:class:`~gendistill.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from . import data as _data  # noqa: F401  (registers datasets)
+from . import models as _models  # noqa: F401  (registers models)
+from .registry import DATASETS, MODELS
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_options(kind: str, entry_name: str, options: dict[str, Any], skip: tuple[str, ...]) -> None:
+    registry = MODELS if kind == "model" else DATASETS
+    entry = registry.get(entry_name)
+    params = [p for p in inspect.signature(entry.factory).parameters if p not in skip]
+    for k in options:
+        if k not in params:
+            raise ValueError(f"unknown option {k!r} for {kind} {entry_name!r}; allowed: {', '.join(params) or '(none)'}")
+
+
+class ModelConfig(BaseModel):
+    """``{name: cnn1d, width: 32}``: a registered model and its options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "cnn1d"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v.lower() not in MODELS:
+            raise ValueError(f"unknown model {v!r}; available: {', '.join(MODELS.names())}")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _options(self) -> ModelConfig:
+        _check_options("model", self.name, self.options, ("num_classes", "input_shape"))
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+class DataConfig(BaseModel):
+    """``{name: mnist1d, num_samples: 5000, val_fraction: 0.1}``: a registered dataset and its options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mnist1d"
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v.lower() not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; available: {', '.join(DATASETS.names())}")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _options(self) -> DataConfig:
+        _check_options("dataset", self.name, self.options, ())
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings shared by every generation."""
+
+    epochs: int = Field(30, ge=1, description="passes over the training set")
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov off)")
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before cosine/step/constant")
+    step_size: int = Field(10, ge=1, description="epochs between decays for schedule=step")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for schedule=step")
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null = off")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between resume checkpoints")
+    fidelity_samples: int = Field(512, ge=0, description="held-out samples for per-epoch agreement/KL with the teacher")
+
+
+class ObjectivePreset(_Strict):
+    preset: Literal["ce", "ban", "ban+l", "hinton"] = "ban+l"
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="KD weight of the hinton preset")
+
+
+class GenerationsConfig(_Strict):
+    count: int = Field(3, ge=0, description="born-again generations after generation 0")
+    teacher: Literal["previous", "ensemble", "original"] = "previous"
+    gen0_checkpoint: str | None = Field(None, description="safetensors file: load generation 0 instead of training it")
+    gen0_objective: Literal["ce"] | list[dict[str, Any]] = "ce"
+    archs: dict[int, ModelConfig] = Field(default_factory=dict, description="per-generation architecture overrides")
+    ensembles: bool = Field(True, description="evaluate ensembles of generations 1..k and 0..k")
+
+    @model_validator(mode="after")
+    def _archs_in_range(self) -> GenerationsConfig:
+        bad = [g for g in self.archs if not 0 <= g <= self.count]
+        if bad:
+            raise ValueError(f"archs names generation {bad[0]}, outside 0..{self.count}")
+        return self
+
+
+class RunConfig(_Strict):
+    """A whole experiment: one lineage per seed."""
+
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9._+-]+$")
+    out: str = "runs"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generations: GenerationsConfig = Field(default_factory=GenerationsConfig)
+    objective: ObjectivePreset | list[dict[str, Any]] = Field(default_factory=ObjectivePreset)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _preset_string(cls, v: Any) -> Any:
+        return {"preset": v} if isinstance(v, str) else v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_seed(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+    @model_validator(mode="after")
+    def _objective_builds(self) -> RunConfig:
+        self.build_objective()  # raises ConfigError naming the bad term option
+        if isinstance(self.generations.gen0_objective, list):
+            from .knowledge import build_objective
+
+            obj = build_objective(self.generations.gen0_objective)
+            if obj.needs_teacher:
+                raise ConfigError("generations.gen0_objective: generation 0 has no teacher; use label terms only")
+        return self
+
+    def build_objective(self):
+        from .knowledge import build_objective
+
+        if isinstance(self.objective, ObjectivePreset):
+            return build_objective(self.objective.preset, temperature=self.objective.temperature, alpha=self.objective.alpha)
+        return build_objective(self.objective)
+
+    def arch(self, gen: int) -> ModelConfig:
+        return self.generations.archs.get(gen, self.model)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    # pydantic adds the union branch name to locations; drop those that are not keys
+    loc = loc.replace(".ObjectivePreset", "").replace(".list[dict[str,any]]", "")
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        parent = _model_at(e["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else ""
+        return f"config error: unknown key {loc!r}" + (f"; allowed here: {allowed}" if allowed else "")
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+    return f"config error: {loc or 'config'}: {msg}{got_s}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for key in loc:
+        field = model.model_fields.get(str(key)) if isinstance(key, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set generations.count=5")
+    key, _, raw = item.partition("=")
+    if not key.strip():
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = raw
+        for i, key in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                try:
+                    idx = int(key)
+                    node[idx]
+                except (ValueError, IndexError):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(path[:i])} is a list; {key!r} is not a valid index") from None
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:i])} is not a mapping")
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node.get(key), str) and key == "objective":
+                    node[key] = {"preset": node[key]}
+                node = node.setdefault(key, {})
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def validate(raw: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (the bundled default when ``path`` is None), apply ``--set`` overrides, validate."""
+    raw = read_yaml(path if path is not None else DEFAULT_CONFIG)
+    return validate(apply_overrides(raw, list(overrides or [])))

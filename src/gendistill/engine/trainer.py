@@ -1,0 +1,255 @@
+"""The single training loop, used by every generation, method and scheme.
+
+A *task* is an ``nn.Module`` whose ``forward(batch)`` returns a dict of named loss parts with the total under
+``"loss"`` (and optionally the student's ``"logits"``, for training accuracy) and whose ``eval_model`` is the
+network to evaluate. The trainer does the rest: optimizer, schedule, autocast, gradient clipping, history,
+checkpoints, resume, NaN guard and progress. Loss values are accumulated on the device and read once per
+epoch, so there is no host-device synchronisation per step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parameter import UninitializedParameter
+
+from ..analysis.metrics import agreement, kl_teacher_student
+from ..config import TrainConfig
+from ..data import Split, TensorLoader
+from ..errors import NonFiniteLossError
+from ..io import atomic_write_text
+from ..knowledge.base import Batch
+from .checkpoint import load_state, save_state
+from .evaluate import predict_logits, select_device
+from .progress import EpochProgress
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
+    """The schedule as a picklable-free function of the step, for ``LambdaLR``."""
+    total = cfg.epochs * steps_per_epoch
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    def f(step: int) -> float:
+        if cfg.schedule == "onecycle":  # linear ramp from lr/25 over 30%, then cosine to lr/1e4
+            up = max(1, int(0.3 * total))
+            if step < up:
+                return 1 / 25 + (1 - 1 / 25) * step / up
+            t = min(1.0, (step - up) / max(1, total - up))
+            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "cosine":
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.schedule == "step":
+            return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+        return 1.0
+
+    return f
+
+
+def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class FidelityProbe:
+    """Held-out inputs and the teacher's logits on them: per-epoch agreement and KL go into the history."""
+
+    x: Tensor
+    teacher_logits: Tensor
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+class Trainer:
+    """Runs a task for ``config.epochs`` epochs over an in-memory training split.
+
+    Args:
+        config: optimisation settings (:class:`~gendistill.config.TrainConfig`).
+        run_dir: where ``history.csv`` and the resume ``checkpoint.pt`` go; ``None`` keeps nothing on disk.
+        progress: "auto" | "bar" | "lines" | "off".
+        desc: label shown by the progress display.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, progress: str = "auto", desc: str = "train"):
+        self.cfg = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.desc = desc
+        self.device = select_device(config.device)
+
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _materialize(self, task: nn.Module, x: Tensor, y: Tensor) -> None:
+        """Run one batch without gradients so lazy adapter modules get their shapes (before the optimizer)."""
+        if not any(isinstance(p, UninitializedParameter) for p in task.parameters()):
+            return
+        task.eval()
+        with torch.no_grad(), self._autocast():
+            n = min(len(x), self.cfg.batch_size)
+            task(Batch(x[:n], y[:n], torch.arange(n, device=x.device)))
+        task.train()
+
+    def fit(
+        self,
+        task: nn.Module,
+        train: Split,
+        test: Split | None = None,
+        *,
+        num_classes: int,
+        seed: int = 0,
+        resume: bool = False,
+        probe: FidelityProbe | None = None,
+    ) -> list[dict[str, Any]]:
+        cfg, dev = self.cfg, self.device
+        task.to(dev)
+        for m in getattr(task, "teacher_models", list)():
+            m.to(dev)
+        x, y = train.x.to(dev), train.y.to(dev)
+        n = len(y)
+        loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, drop_last=(n % cfg.batch_size == 1), seed=seed)
+        objective = getattr(task, "objective", None)
+        if objective is not None:
+            objective.setup(num_train=n, num_classes=num_classes)
+        self._materialize(task, x, y)
+        params = [p for p in task.parameters() if p.requires_grad]
+        optimizer = build_optimizer(cfg, params)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, len(loader)))
+        history: list[dict[str, Any]] = []
+        start = 1
+        ckpt = self.run_dir / CHECKPOINT if self.run_dir is not None else None
+        if resume and ckpt is not None and ckpt.exists():
+            state = load_state(ckpt)
+            task.load_state_dict(state["task"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            loader.load_state_dict(state["loader"])
+            torch.set_rng_state(state["torch_rng"])
+            if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            random.setstate(_to_py_random_state(state["py_rng"]))
+            history = state["history"]
+            start = int(state["epoch"]) + 1
+
+        model = task.eval_model
+        with EpochProgress(self.desc, cfg.epochs, len(loader), self.progress) as bar:
+            for epoch in range(start, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                bar.start(epoch)
+                task.train()
+                sums: dict[str, Tensor] = {}
+                correct = torch.zeros((), device=dev)
+                lr = optimizer.param_groups[0]["lr"]
+                for xb, yb, idx in loader:
+                    with self._autocast():
+                        parts = task(Batch(xb, yb, idx))
+                    logits = parts.pop("logits", None)
+                    optimizer.zero_grad(set_to_none=True)
+                    parts["loss"].backward()
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    b = len(yb)
+                    for k, v in parts.items():
+                        v = v.detach().float() * b
+                        sums[k] = sums[k] + v if k in sums else v
+                    if logits is not None:
+                        correct += (logits.detach().argmax(-1) == yb).sum()
+                    bar.advance()
+                seen = len(loader) * cfg.batch_size if loader.drop_last else n
+                row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+                for k, v in sums.items():
+                    row[f"train_{k}"] = v.item() / seen
+                self._check_finite(row, epoch)
+                row["train_acc"] = correct.item() / seen
+                if test is not None:
+                    logits = predict_logits(model, test.x, device=dev)
+                    row["test_acc"] = (logits.argmax(-1) == test.y).float().mean().item()
+                    row["test_nll"] = torch.nn.functional.cross_entropy(logits, test.y).item()
+                if probe is not None and len(probe.x):
+                    s = predict_logits(model, probe.x, device=dev)
+                    row["holdout_agreement"] = agreement(probe.teacher_logits, s)
+                    row["holdout_kl"] = kl_teacher_student(probe.teacher_logits, s)
+                row["seconds"] = time.perf_counter() - t0
+                history.append(row)
+                bar.epoch_end(row, ["train_loss", "train_acc", "test_acc", "holdout_agreement"])
+                if self.run_dir is not None:
+                    _write_history(self.run_dir / HISTORY, history)
+                    if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                        save_state(ckpt, {
+                            "epoch": epoch,
+                            "task": task.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "loader": loader.state_dict(),
+                            "torch_rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                            "py_rng": _from_py_random_state(random.getstate()),
+                            "history": history,
+                        })
+        return history
+
+    def _check_finite(self, row: dict[str, Any], epoch: int) -> None:
+        bad = [k for k, v in row.items() if k.startswith("train_") and not math.isfinite(v)]
+        if not bad:
+            return
+        parts = [k for k in bad if k != "train_loss"] or bad
+        part = parts[0].removeprefix("train_")
+        where = ""
+        if self.run_dir is not None and (self.run_dir / CHECKPOINT).exists():
+            last = load_state(self.run_dir / CHECKPOINT)["epoch"]
+            where = f"; the last good checkpoint (epoch {last}) is kept at {self.run_dir / CHECKPOINT}"
+        raise NonFiniteLossError(
+            f"{self.desc}: loss part {part!r} became {row[parts[0]]} in epoch {epoch}{where}. "
+            "Lower train.lr, set train.grad_clip, or check the inputs for NaN/inf",
+            epoch=epoch,
+            part=part,
+        )
+
+
+def _from_py_random_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _to_py_random_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

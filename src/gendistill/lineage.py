@@ -1,0 +1,315 @@
+"""The multi-generation engine (Born-Again Networks, Furlanello et al. 2018, arXiv:1805.04770).
+
+Generation 0 is trained from labels (or loaded). Generation k >= 1 is trained *from scratch* with knowledge
+from a teacher chosen by a rule:
+
+* ``previous``: generation k-1 (Born-Again Networks);
+* ``ensemble``: the mean of the probabilities of generations 0..k-1;
+* ``original``: generation 0 every time (the control).
+
+Each generation may have its own architecture, so teacher -> assistant -> student chains (TAKD, Mirzadeh et
+al. 2020) are a matter of ``archs``. Every teacher is frozen (eval mode, no gradients) and is never the model
+being trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .analysis import metrics as M
+from .config import TrainConfig
+from .data import DatasetBundle
+from .engine.checkpoint import load_model, save_model
+from .engine.evaluate import predict_logits
+from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, seed_everything
+from .errors import CheckpointError, ConfigError
+from .io import read_json, write_json
+from .knowledge import Objective, build_objective
+from .models import ModelSpec, build_model, describe_model
+from .schemes import DistillTask
+from .teachers import EnsembleTeacher, FrozenTeacher, freeze
+
+TEACHER_RULES = ("previous", "ensemble", "original")
+MODEL_FILE, METRICS_FILE = "model.safetensors", "metrics.json"
+ObjectiveSpec = Objective | str | list | Callable[[], Objective]
+
+
+def _objective_factory(spec: ObjectiveSpec, temperature: float) -> Callable[[], Objective]:
+    if isinstance(spec, Objective):
+        return lambda: copy.deepcopy(spec)
+    if isinstance(spec, (str, list)):
+        return lambda: build_objective(spec, **({"temperature": temperature} if isinstance(spec, str) else {}))
+    if callable(spec):
+        return spec
+    raise ConfigError(f"objective must be an Objective, a preset name or a list of terms, got {type(spec).__name__}")
+
+
+def gen_seed(seed: int, gen: int) -> int:
+    """Each generation of each seed gets its own init and data order."""
+    return seed * 1000 + gen
+
+
+def teacher_label(rule: str, gen: int) -> str | None:
+    if gen == 0:
+        return None
+    if rule == "previous":
+        return f"gen{gen - 1}"
+    if rule == "original":
+        return "gen0"
+    return "gen0" if gen == 1 else f"ensemble(gen0..gen{gen - 1})"
+
+
+@dataclass
+class LineageResult:
+    """Per-generation and per-ensemble figures, plus the trained models (generation order)."""
+
+    generations: list[dict[str, Any]]
+    ensembles: list[dict[str, Any]]
+    models: list[nn.Module] = field(repr=False, default_factory=list)
+    agreement_matrix: list[list[float]] = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generations": self.generations, "ensembles": self.ensembles}
+
+    def table(self) -> str:
+        from .analysis.tables import lineage_table
+
+        return lineage_table(self.to_dict())
+
+
+class Lineage:
+    """Train generation 0 and ``generations`` born-again generations.
+
+    Args:
+        student: architecture of every generation: a registry name, ``{"name": ..., **options}``, an
+            ``nn.Module`` (copied and re-initialised per generation) or a zero-argument factory.
+        generations: number of generations after generation 0.
+        objective: knowledge for generations >= 1: an :class:`Objective`, a preset (``"ban"``, ``"ban+l"``,
+            ``"hinton"``), a list of term dicts, or a factory. A fresh copy is made per generation.
+        teacher: the teacher rule, one of ``previous``, ``ensemble``, ``original``.
+        train: :class:`TrainConfig` (or a dict of its fields) shared by every generation.
+        archs: per-generation architecture overrides, e.g. ``{1: "mlp"}`` for an assistant.
+        gen0_objective: objective of generation 0 when it is trained here (labels only).
+        temperature: temperature used when ``objective`` is a preset name.
+        seed: base seed; generation k uses ``seed * 1000 + k``.
+        ensembles: evaluate ensembles of generations 1..k and 0..k.
+        progress: "auto" | "bar" | "lines" | "off".
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec = "cnn1d",
+        generations: int = 3,
+        objective: ObjectiveSpec = "ban+l",
+        teacher: str = "previous",
+        train: TrainConfig | dict[str, Any] | None = None,
+        archs: dict[int, ModelSpec] | None = None,
+        gen0_objective: ObjectiveSpec = "ce",
+        temperature: float = 4.0,
+        seed: int = 0,
+        ensembles: bool = True,
+        progress: str = "auto",
+    ):
+        if generations < 0:
+            raise ConfigError(f"generations must be >= 0, got {generations}")
+        if teacher not in TEACHER_RULES:
+            raise ConfigError(f"teacher rule {teacher!r} is unknown; allowed: {', '.join(TEACHER_RULES)}")
+        self.student = student
+        self.count = generations
+        self.objective = _objective_factory(objective, temperature)
+        self.gen0_objective = _objective_factory(gen0_objective, temperature)
+        self.rule = teacher
+        self.train = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
+        self.archs = dict(archs or {})
+        self.seed = seed
+        self.ensembles = ensembles
+        self.progress = progress
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def arch(self, gen: int) -> ModelSpec:
+        return self.archs.get(gen, self.student)
+
+    def _arch_name(self, gen: int) -> str:
+        spec = self.arch(gen)
+        if isinstance(spec, str):
+            return spec
+        if isinstance(spec, dict):
+            opts = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+            return f"{spec['name']}({opts})" if opts else spec["name"]
+        if isinstance(spec, nn.Module):
+            return type(spec).__name__
+        return getattr(spec, "__name__", type(spec).__name__)
+
+    def _new_model(self, gen: int, data: DatasetBundle) -> nn.Module:
+        seed_everything(gen_seed(self.seed, gen))
+        return build_model(self.arch(gen), data.num_classes, data.input_shape)
+
+    def _teacher_for(self, gen: int, models: list[nn.Module], layers: tuple[str, ...]):
+        if self.rule == "previous":
+            return FrozenTeacher(models[gen - 1], layers)
+        if self.rule == "original":
+            return FrozenTeacher(models[0], layers)
+        return FrozenTeacher(models[0], layers) if gen == 1 else EnsembleTeacher(models[:gen], layers)
+
+    # ------------------------------------------------------------------------------------------ training
+    def fit(
+        self,
+        data: DatasetBundle,
+        teacher: nn.Module | str | Path | None = None,
+        out: str | Path | None = None,
+        resume: bool = False,
+    ) -> LineageResult:
+        """Run the lineage on ``data``. ``teacher`` (a module or a safetensors path) becomes generation 0
+        instead of training one. With ``out``, every generation is written to ``out/gen<k>/`` and, with
+        ``resume``, finished generations are read back instead of retrained."""
+        out = Path(out) if out is not None else None
+        models: list[nn.Module] = []
+        records: list[dict[str, Any]] = []
+        for gen in range(self.count + 1):
+            gen_dir = out / f"gen{gen}" if out is not None else None
+            t0 = time.perf_counter()
+            if gen_dir is not None and resume and (gen_dir / METRICS_FILE).exists():
+                model = self._new_model(gen, data)
+                load_model(model, gen_dir / MODEL_FILE, role=f"generation {gen}")
+                record = read_json(gen_dir / METRICS_FILE)
+                record["resumed"] = True
+                models.append(freeze(model))
+                records.append(record)
+                continue
+            if gen == 0 and teacher is not None:
+                model, history = self._given_teacher(teacher, data), []
+            else:
+                model, history = self._train_generation(gen, data, models, gen_dir, resume)
+            models.append(freeze(model))
+            record = {"gen": gen, "arch": self._arch_name(gen), "params": sum(p.numel() for p in model.parameters()),
+                      "teacher": teacher_label(self.rule, gen) if gen else ("given" if teacher is not None else None),
+                      "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3)}
+            if gen_dir is not None:
+                save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"],
+                                                         "num_classes": data.num_classes})
+            records.append(record)
+            if gen_dir is not None:
+                write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, models, data)})
+                (gen_dir / CHECKPOINT).unlink(missing_ok=True)
+        return self._evaluate(models, records, data, out)
+
+    def _given_teacher(self, teacher: nn.Module | str | Path, data: DatasetBundle) -> nn.Module:
+        if isinstance(teacher, (str, Path)):
+            model = self._new_model(0, data)
+            return load_model(model, teacher, role="teacher")
+        if not isinstance(teacher, nn.Module):
+            raise ConfigError(f"teacher must be an nn.Module or a safetensors path, got {type(teacher).__name__}")
+        logits = predict_logits(teacher, data.test.x[:2], device=next(teacher.parameters()).device)
+        if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+            raise ConfigError(
+                f"the teacher outputs shape {tuple(logits.shape[1:])} per sample but {data.name} has "
+                f"{data.num_classes} classes; give a teacher trained on this dataset"
+            )
+        return teacher
+
+    def _train_generation(self, gen, data, models, gen_dir, resume) -> tuple[nn.Module, list]:
+        student = self._new_model(gen, data)
+        objective = self.gen0_objective() if gen == 0 else self.objective()
+        teacher = None
+        probe = None
+        if gen > 0:
+            teacher = self._teacher_for(gen, models, tuple(objective.teacher_layers))
+            if any(m is student for m in teacher.models):
+                raise RuntimeError("internal error: a generation's teacher is its own student")
+            n = self.train.fidelity_samples
+            if n:
+                held = data.val if data.val is not None else data.test
+                xs = held.x[:n]
+                dev = next(teacher.models[0].parameters()).device
+                probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
+        elif objective.needs_teacher:
+            raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
+        if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists():
+            (gen_dir / CHECKPOINT).unlink()
+        task = DistillTask(student, objective, teacher)
+        trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
+        try:
+            history = trainer.fit(task, data.train, data.test, num_classes=data.num_classes,
+                                  seed=gen_seed(self.seed, gen), resume=resume, probe=probe)
+        finally:
+            task.close()
+            if teacher is not None:
+                teacher.close()
+        return student.cpu(), history
+
+    # ------------------------------------------------------------------------------------------ analysis
+    def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
+        return predict_logits(model, x, device=next(model.parameters()).device)
+
+    def _teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
+        if gen == 0:
+            return None
+        if self.rule == "previous":
+            return test_logits[gen - 1]
+        if self.rule == "original":
+            return test_logits[0]
+        return M.ensemble_logits(test_logits[:gen])
+
+    def _gen_metrics(self, gen: int, models: list[nn.Module], data: DatasetBundle) -> dict[str, Any]:
+        test = [self._logits(m, data.test.x) for m in models]
+        train = [self._logits(m, data.train.x) for m in models]
+        return _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
+
+    def _evaluate(self, models, records, data, out) -> LineageResult:
+        for m in models:
+            m.cpu()
+        test = [self._logits(m, data.test.x) for m in models]
+        train = [self._logits(m, data.train.x) for m in models]
+        gens = []
+        for gen, rec in enumerate(records):
+            figures = _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
+            gens.append({**{k: v for k, v in rec.items() if k not in figures}, **figures})
+        ensembles = _ensemble_figures(test, data) if self.ensembles else []
+        matrix = [[M.agreement(a, b) for b in test] for a in test]
+        if out is not None:
+            write_json(out / "analysis" / "agreement_matrix.json", {"gens": list(range(len(models))), "test": matrix})
+        return LineageResult(gens, ensembles, models, matrix)
+
+
+def _generation_figures(gen, test, train, data, t_test, t_train) -> dict[str, Any]:
+    s, y = test[gen], data.test.y
+    fig: dict[str, Any] = {f"test_{k}": v for k, v in M.classification_metrics(s, y).items()}
+    fig["train_acc"] = M.accuracy(train[gen], data.train.y)
+    none = t_test is None
+    fig["agreement_teacher"] = None if none else M.agreement(t_test, s)
+    fig["kl_teacher"] = None if none else M.kl_teacher_student(t_test, s)
+    fig["agreement_teacher_train"] = None if none else M.agreement(t_train, train[gen])
+    fig["kl_teacher_train"] = None if none else M.kl_teacher_student(t_train, train[gen])
+    fig["agreement_gen0"] = None if gen == 0 else M.agreement(test[0], s)
+    fig["kl_gen0"] = None if gen == 0 else M.kl_teacher_student(test[0], s)
+    return fig
+
+
+def _ensemble_figures(test: list[Tensor], data: DatasetBundle) -> list[dict[str, Any]]:
+    out = []
+    k_max = len(test) - 1
+    groups = [list(range(1, k + 1)) for k in range(2, k_max + 1)] + [list(range(0, k + 1)) for k in range(1, k_max + 1)]
+    for members in groups:
+        e = M.ensemble_logits([test[i] for i in members])
+        row = {"members": members, **{f"test_{k}": v for k, v in M.classification_metrics(e, data.test.y).items()}}
+        row["agreement_gen0"] = M.agreement(test[0], e)
+        row["kl_gen0"] = M.kl_teacher_student(test[0], e)
+        out.append(row)
+    return out
+
+
+def remove_run(path: Path) -> None:  # used by tests and the CLI's --overwrite
+    if path.exists():
+        shutil.rmtree(path)
+
+
+__all__ = ["Lineage", "LineageResult", "TEACHER_RULES", "CheckpointError", "torch"]

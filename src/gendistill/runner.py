@@ -1,0 +1,92 @@
+"""Run a validated config: one lineage per seed, the run directory of DESIGN.md, the final table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import RunConfig
+from .data import load_dataset
+from .errors import ConfigError
+from .io import atomic_write_text, write_json
+from .lineage import Lineage, LineageResult
+
+
+def run_dir_for(config: RunConfig, out: str | Path | None) -> Path:
+    return Path(out) if out is not None else Path(config.out) / config.name
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = dict(cfg)
+    cfg.pop("out", None)
+    train = dict(cfg.get("train", {}))
+    for k in ("device", "checkpoint_every"):  # may change between a crash and a resume
+        train.pop(k, None)
+    cfg["train"] = train
+    return cfg
+
+
+def prepare_run_dir(config: RunConfig, root: Path, resume: bool) -> None:
+    saved = root / "config.yaml"
+    if resume:
+        if saved.exists():
+            old = yaml.safe_load(saved.read_text())
+            if _comparable(old) != _comparable(config.model_dump(mode="json")):
+                raise ConfigError(
+                    f"{root} was started with a different config; resume it with its own config "
+                    f"({saved}) or start a new run with another --out"
+                )
+    elif root.exists() and any(root.iterdir()):
+        raise ConfigError(
+            f"run directory {root} already holds a run; pass --resume to continue it, or choose another "
+            "--out / name (nothing was overwritten)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, config.to_yaml())
+
+
+def lineage_from_config(config: RunConfig, seed: int, progress: str = "auto") -> Lineage:
+    g = config.generations
+    return Lineage(
+        student=config.model.spec(),
+        generations=g.count,
+        objective=config.build_objective,
+        teacher=g.teacher,
+        train=config.train,
+        archs={k: v.spec() for k, v in g.archs.items()},
+        gen0_objective=g.gen0_objective,
+        seed=seed,
+        ensembles=g.ensembles,
+        progress=progress,
+    )
+
+
+def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = False,
+               progress: str = "auto") -> tuple[Path, dict[str, Any], list[LineageResult]]:
+    """Run every seed of ``config`` into ``out`` (default ``config.out/config.name``); return the run
+    directory, the top-level summary and the per-seed results."""
+    root = run_dir_for(config, out)
+    prepare_run_dir(config, root, resume)
+    data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)
+    results = []
+    summaries = []
+    multi = len(config.seeds) > 1
+    for seed in config.seeds:
+        seed_dir = root / f"seed{seed}" if multi else root
+        lineage = lineage_from_config(config, seed, progress)
+        result = lineage.fit(data, teacher=config.generations.gen0_checkpoint, out=seed_dir, resume=resume)
+        summary = {"seed": seed, **result.to_dict()}
+        if multi:
+            write_json(seed_dir / "summary.json", summary)
+        results.append(result)
+        summaries.append(summary)
+    if multi:
+        from .analysis.stats import aggregate_summaries
+
+        top = aggregate_summaries(summaries)
+    else:
+        top = summaries[0]
+    write_json(root / "summary.json", top)
+    return root, top, results

@@ -1,0 +1,50 @@
+"""Offline distillation: a trainable student learns from a frozen teacher through an objective."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..knowledge.base import Batch, Objective, Outputs
+from ..knowledge.taps import FeatureTap
+
+
+class DistillTask(nn.Module):
+    """Computes the loss parts of one batch: ``{"loss", <term>..., "logits"}``.
+
+    The teacher is deliberately *not* a submodule: it is never in ``parameters()``, ``state_dict()``, the
+    optimizer, or a DDP wrapper. Its forward pass runs without gradients.
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None = None):
+        super().__init__()
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        self.student = student
+        self.objective = objective
+        object.__setattr__(self, "teacher", teacher)
+        layers = objective.student_layers
+        self._tap = FeatureTap(student, layers, role="student") if layers else None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def teacher_models(self) -> list[nn.Module]:
+        return list(self.teacher.models) if self.teacher is not None else []
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if self._tap is not None:
+            self._tap.clear()
+        logits = self.student(batch.x)
+        student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
+        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        parts = self.objective(student, teacher, batch)
+        parts["logits"] = logits
+        return parts
+
+    def close(self) -> None:
+        if self._tap is not None:
+            self._tap.remove()
