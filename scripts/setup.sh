@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install gendistill with its test tools.
+# Where no NVIDIA GPU is present, PyTorch's CPU build is installed first (seconds, instead of several GB of CUDA
+# packages); with a GPU, pip picks the platform's build. The package itself only requires torch>=2.4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    .venv/bin/pip install -q "torch>=2.4"
+  else
+    .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.4"
+  fi
+fi
+.venv/bin/pip install -q -e ".[dev]"
