@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..registry import METHODS
-from . import response  # noqa: F401  (registers terms)
+from . import feature, relation, response, response_extra  # noqa: F401  (registers terms)
 from .base import Batch, KnowledgeTerm, Objective, Outputs
 from .response import KD, CrossEntropy
 from .taps import FeatureTap

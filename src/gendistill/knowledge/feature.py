@@ -1,0 +1,509 @@
+"""Feature-based knowledge: terms that match intermediate feature maps of student and teacher.
+
+Every term here reads tapped features (``Outputs.features``) named by its ``layers`` option, which is
+
+* a layer name, the same on both sides: ``layers: layer3``;
+* a pair: ``layers: {student: layer2, teacher: layer3}``;
+* for multi-layer methods (AT, FSP, NST) a list of those: ``layers: [layer1, layer2, layer3]``.
+
+Features may be ``(N, C)``, ``(N, C, L)`` (1-D convolutions) or ``(N, C, H, W)``; spatial dimensions are
+handled generically. Where student and teacher maps differ in spatial size, the larger one is average-pooled
+(adaptively) to the smaller one. Teacher features are always detached; everything is computed in float32.
+
+Learned adapters (the FitNets regressor, the VID mean network) are parameters of the term: the trainer puts
+``objective.parameters()`` in the optimizer and drops them when the student is exported. Their channel
+counts are read from the first batch (lazy modules), so the trainer runs the objective once before it builds
+the optimizer; a state dict saved after that loads into a fresh, not yet called term.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
+
+from ..errors import ConfigError
+from ..registry import METHODS
+from .base import Batch, KnowledgeTerm, Outputs
+
+# --------------------------------------------------------------------------------------------------------
+# layer specs
+
+
+def layer_pair(spec: Any) -> tuple[str, str]:
+    """``"layer3"`` -> ``("layer3", "layer3")``; ``{student: a, teacher: b}`` -> ``(a, b)``."""
+    if isinstance(spec, str) and spec:
+        return spec, spec
+    if isinstance(spec, dict) and set(spec) == {"student", "teacher"}:
+        s, t = spec["student"], spec["teacher"]
+        if isinstance(s, str) and s and isinstance(t, str) and t:
+            return s, t
+    raise ValueError(
+        f"a layer is a submodule name (e.g. 'layer3') or {{student: <name>, teacher: <name>}}; got {spec!r}"
+    )
+
+
+def layer_pairs(spec: Any, *, term: str, min_count: int = 1, multi: bool = True) -> list[tuple[str, str]]:
+    """Parse a ``layers`` option into a list of (student layer, teacher layer) pairs."""
+    if spec is None:
+        raise ValueError(
+            f"{term} needs 'layers': a layer name such as 'layer3', or {{student: ..., teacher: ...}}"
+            + (", or a list of those" if multi else "")
+        )
+    if isinstance(spec, (list, tuple)):
+        if not multi:
+            raise ValueError(
+                f"{term} reads one layer; give a name or {{student: ..., teacher: ...}}, not a list"
+            )
+        specs = list(spec)
+    else:
+        specs = [spec]
+    if len(specs) < min_count:
+        raise ValueError(f"{term} needs at least {min_count} layers, got {len(specs)}")
+    return [layer_pair(s) for s in specs]
+
+
+def unique(names: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------------------------------------
+# tensor helpers
+
+
+def float32_forward(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a term's ``forward`` with autocast off, so its matmuls stay in float32 under mixed precision."""
+
+    @functools.wraps(forward)
+    def wrapper(self: KnowledgeTerm, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        device_type = student.logits.device.type
+        if not torch.amp.is_autocast_available(device_type):
+            return forward(self, student, teacher, batch)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return forward(self, student, teacher, batch)
+
+    return wrapper
+
+
+def student_feature(out: Outputs, name: str) -> Tensor:
+    return out.feature(name).float()
+
+
+def teacher_feature(out: Outputs, name: str) -> Tensor:
+    return out.feature(name).detach().float()
+
+
+def as_ncs(x: Tensor) -> Tensor:
+    """``(N, C, *spatial)`` -> ``(N, C, S)`` with ``S`` the number of positions (1 for ``(N, C)``)."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def pool_to(x: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Adaptive average pooling of the spatial dims of ``x`` to ``size`` (a no-op when already that size)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    pools = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+    return pools[len(size)](x, size)
+
+
+def match_spatial(a: Tensor, b: Tensor, what: str = "features") -> tuple[Tensor, Tensor]:
+    """Pool ``a`` and ``b`` to their common (element-wise smaller) spatial size."""
+    if a.dim() != b.dim():
+        raise ConfigError(
+            f"{what}: cannot match a {a.dim()}-D feature {tuple(a.shape)} with a {b.dim()}-D feature "
+            f"{tuple(b.shape)}; tap layers of the same kind"
+        )
+    if a.dim() <= 2:
+        return a, b
+    size = tuple(min(p, q) for p, q in zip(a.shape[2:], b.shape[2:], strict=True))
+    return pool_to(a, size), pool_to(b, size)
+
+
+def require_spatial(x: Tensor, term: str, layer: str) -> None:
+    if x.dim() < 3:
+        raise ConfigError(
+            f"{term} needs spatial feature maps (N, C, L) or (N, C, H, W); layer {layer!r} gives shape "
+            f"{tuple(x.shape)}. Tap a convolutional layer."
+        )
+
+
+def channel_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A 1x1 convolution for any number of spatial dims: ``y[n, o, ...] = sum_c W[o, c] x[n, c, ...] + b[o]``."""
+    return F.linear(x.movedim(1, -1), weight, bias).movedim(-1, 1)
+
+
+class LazyChannelMLP(LazyModuleMixin, nn.Module):
+    """``depth`` 1x1 convolutions with ReLU between them; in/out channels come from the first call.
+
+    ``forward(x, out_channels)`` maps ``(N, C_in, *spatial)`` to ``(N, out_channels, *spatial)``. Hidden
+    layers have ``hidden`` channels (default: ``out_channels``). Parameters are created on ``x``'s device, in
+    float32, with the default ``nn.Linear`` initialisation. ``weight0, bias0, weight1, ...`` are plain
+    attributes, so tests can set them (e.g. to the identity) after the first call.
+    """
+
+    def __init__(self, depth: int = 1, hidden: int | None = None):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if hidden is not None and hidden < 1:
+            raise ValueError(f"hidden channels must be >= 1, got {hidden}")
+        self.depth = depth
+        self.hidden = hidden
+        for k in range(depth):
+            self.register_parameter(f"weight{k}", UninitializedParameter())
+            self.register_parameter(f"bias{k}", UninitializedParameter())
+
+    def initialize_parameters(self, x: Tensor, out_channels: int) -> None:
+        if not self.has_uninitialized_params():
+            return
+        hidden = self.hidden or out_channels
+        dims = [x.shape[1]] + [hidden] * (self.depth - 1) + [out_channels]
+        with torch.no_grad():
+            for k in range(self.depth):
+                w, b = getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
+                w.materialize((dims[k + 1], dims[k]), device=x.device, dtype=torch.float32)
+                b.materialize((dims[k + 1],), device=x.device, dtype=torch.float32)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+                bound = 1.0 / math.sqrt(dims[k])
+                nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, x: Tensor, out_channels: int) -> Tensor:
+        h = x.float()
+        for k in range(self.depth):
+            w, b = getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
+            if k == self.depth - 1 and w.shape[0] != out_channels:
+                raise RuntimeError(
+                    f"adapter was built for {w.shape[0]} output channels, now asked for {out_channels}"
+                )
+            h = channel_linear(h, w, b)
+            if k < self.depth - 1:
+                h = F.relu(h)
+        return h
+
+
+# --------------------------------------------------------------------------------------------------------
+# terms
+
+
+@METHODS.register(
+    "fitnet",
+    kind="feature",
+    paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets "
+    "(ICLR 2015, arXiv:1412.6550)",
+)
+class FitNet(KnowledgeTerm):
+    """FitNets hint loss (Romero et al. 2015).
+
+    ``L = mean_{n,c,positions} ( r(h_s) - h_t )^2``
+
+    with ``h_s`` the student's *guided* layer, ``h_t`` the teacher's *hint* layer and ``r`` a learned 1x1
+    convolution (a linear map for ``(N, C)`` features) from the student's to the teacher's channel count.
+    The paper's ``1/2 ||.||^2`` summed over elements differs from this mean by a constant factor, absorbed in
+    the term's weight. Spatial sizes are matched by average-pooling the larger map; the paper's regressor
+    is a convolution whose kernel shrinks the map instead.
+
+    Training stages: the paper first trains the student up to the guided layer on this loss alone, then
+    the whole student with KD. Here the hint is one-stage: it is added to the objective for the whole run
+    (as in most re-implementations, e.g. RepDistiller's "FitNet" baseline). A two-stage run is not a
+    2-generation lineage (each generation starts from scratch), so it is not offered.
+
+    Args:
+        layers: the student and teacher layer (one name, or ``{student: ..., teacher: ...}``).
+        regressor: learn ``r`` (default). ``False`` uses the identity, which needs equal channel counts.
+    """
+
+    name = "fitnet"
+
+    def __init__(self, layers: Any = None, regressor: bool = True):
+        super().__init__()
+        ((s, t),) = layer_pairs(layers, term=self.name, multi=False)
+        self.student_layers, self.teacher_layers = (s,), (t,)
+        self.regressor = LazyChannelMLP(depth=1) if regressor else None
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        hs = student_feature(student, self.student_layers[0])
+        ht = teacher_feature(teacher, self.teacher_layers[0])
+        hs, ht = match_spatial(hs, ht, self.name)
+        if self.regressor is not None:
+            hs = self.regressor(hs, ht.shape[1])
+        elif hs.shape[1] != ht.shape[1]:
+            raise ConfigError(
+                f"fitnet with regressor: false needs equal channels; student {self.student_layers[0]!r} has "
+                f"{hs.shape[1]}, teacher {self.teacher_layers[0]!r} has {ht.shape[1]}"
+            )
+        return F.mse_loss(hs, ht)
+
+
+def attention_map(f: Tensor, p: float) -> Tensor:
+    """``Q = mean_c |f_c|^p`` flattened over positions and L2-normalised: ``(N, C, *S) -> (N, prod S)``."""
+    q = f.abs().pow(p).mean(dim=1).reshape(f.shape[0], -1)
+    return F.normalize(q, dim=1)
+
+
+@METHODS.register(
+    "at",
+    kind="feature",
+    paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention: Improving the Performance of "
+    "Convolutional Neural Networks via Attention Transfer (ICLR 2017, arXiv:1612.03928)",
+)
+class AttentionTransfer(KnowledgeTerm):
+    """Activation-based attention transfer (Zagoruyko & Komodakis 2017).
+
+    For each layer pair ``j``, the attention map ``Q = vec( sum_c |A_c|^p )`` (here the mean over channels,
+    which is the same after normalisation) is L2-normalised, and
+
+    ``L = sum_j mean_{n,k} ( Q_s,j / ||Q_s,j|| - Q_t,j / ||Q_t,j|| )_k^2``
+
+    as in the authors' code (``(at(x) - at(y)).pow(2).mean()``; the paper's ``beta / 2`` with
+    ``beta = 1000`` goes into the term's weight). Channel counts may differ; spatial sizes are matched by
+    average-pooling the larger map before the attention map is taken.
+
+    Args:
+        layers: one layer or a list of layers (names or ``{student: ..., teacher: ...}``).
+        p: exponent of the attention map (the paper uses 2).
+    """
+
+    name = "at"
+
+    def __init__(self, layers: Any = None, p: float = 2.0):
+        super().__init__()
+        self.pairs = layer_pairs(layers, term=self.name)
+        if not p > 0:
+            raise ValueError(f"p must be > 0, got {p}")
+        self.p = float(p)
+        self.student_layers = unique(s for s, _ in self.pairs)
+        self.teacher_layers = unique(t for _, t in self.pairs)
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        total = None
+        for s_name, t_name in self.pairs:
+            fs, ft = student_feature(student, s_name), teacher_feature(teacher, t_name)
+            require_spatial(fs, self.name, s_name)
+            require_spatial(ft, self.name, t_name)
+            fs, ft = match_spatial(fs, ft, self.name)
+            loss = (attention_map(fs, self.p) - attention_map(ft, self.p)).pow(2).mean()
+            total = loss if total is None else total + loss
+        return total
+
+
+def fsp_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """``G[n, i, j] = (1/S) sum_x a[n, i, x] b[n, j, x]`` after pooling both to a common spatial size."""
+    a, b = match_spatial(a, b, "fsp")
+    a, b = as_ncs(a), as_ncs(b)
+    return torch.bmm(a, b.transpose(1, 2)) / a.shape[2]
+
+
+@METHODS.register(
+    "fsp",
+    kind="feature",
+    paper="Yim, Joo, Bae & Kim 2017, A Gift from Knowledge Distillation: Fast Optimization, Network "
+    "Minimization and Transfer Learning (CVPR 2017; no arXiv version)",
+)
+class FSP(KnowledgeTerm):
+    """Flow of Solution Procedure (Yim et al. 2017).
+
+    For consecutive listed layers ``(F1, F2)`` of one network, the FSP matrix is the Gram matrix across
+    positions ``G[i, j] = (1/S) sum_x F1_i(x) F2_j(x)`` (``S`` positions; the larger map of the two is
+    average-pooled to the smaller). With ``G_s``, ``G_t`` from student and teacher:
+
+    ``L = sum_pairs mean_{n,i,j} ( G_s - G_t )^2``
+
+    (the paper sums the squared entries; the mean only rescales the weight). ``G`` is ``C1 x C2``, so the
+    student's and the teacher's layers must have the same channel counts; spatial sizes may differ between
+    the two networks.
+
+    Args:
+        layers: a list of at least two layers ``[l1, l2, l3, ...]``; FSP matrices are taken for
+            ``(l1, l2), (l2, l3), ...`` (each a name or ``{student: ..., teacher: ...}``).
+    """
+
+    name = "fsp"
+
+    def __init__(self, layers: Any = None):
+        super().__init__()
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise ValueError("fsp needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
+        self.layers = layer_pairs(layers, term=self.name, min_count=2)
+        self.student_layers = unique(s for s, _ in self.layers)
+        self.teacher_layers = unique(t for _, t in self.layers)
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        total = None
+        for (s1, t1), (s2, t2) in zip(self.layers[:-1], self.layers[1:], strict=True):
+            gs = fsp_matrix(student_feature(student, s1), student_feature(student, s2))
+            gt = fsp_matrix(teacher_feature(teacher, t1), teacher_feature(teacher, t2))
+            if gs.shape != gt.shape:
+                raise ConfigError(
+                    f"fsp needs equal channel counts in student and teacher: student ({s1}, {s2}) gives a "
+                    f"{tuple(gs.shape[1:])} FSP matrix, teacher ({t1}, {t2}) a {tuple(gt.shape[1:])} one"
+                )
+            loss = (gs - gt).pow(2).mean()
+            total = loss if total is None else total + loss
+        return total
+
+
+def poly_mmd2(a: Tensor, b: Tensor, degree: int, c: float) -> Tensor:
+    """Per-sample squared MMD between the row sets of ``a[n]`` and ``b[n]`` with ``k(x, y) = (x.y + c)^d``."""
+
+    def k(x: Tensor, y: Tensor) -> Tensor:
+        return (torch.bmm(x, y.transpose(1, 2)) + c).pow(degree).mean(dim=(1, 2))
+
+    return k(a, a) + k(b, b) - 2 * k(a, b)
+
+
+@METHODS.register(
+    "nst",
+    kind="feature",
+    paper="Huang & Wang 2017, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer "
+    "(arXiv:1707.01219)",
+)
+class NST(KnowledgeTerm):
+    """Neuron Selectivity Transfer (Huang & Wang 2017).
+
+    Each channel's map ``f_k`` (a vector over the ``S`` positions) is L2-normalised. For every sample, the
+    student's ``C_s`` maps and the teacher's ``C_t`` maps are two samples from distributions compared by the
+    squared maximum mean discrepancy with the polynomial kernel ``k(x, y) = (x^T y + c)^d``:
+
+    ``MMD^2 = (1/C_t^2) sum_{i,i'} k(t_i, t_i') + (1/C_s^2) sum_{j,j'} k(s_j, s_j') - (2/(C_s C_t)) sum_{i,j} k(s_j, t_i)``
+
+    ``L = sum_layers mean_n MMD^2``. The paper's choice is ``d = 2, c = 0`` and a weight ``lambda / 2`` with
+    ``lambda = 50``. Channel counts may differ; spatial sizes are matched by pooling the larger map.
+
+    Args:
+        layers: one layer or a list of layers (names or ``{student: ..., teacher: ...}``).
+        degree: kernel degree ``d`` (integer >= 1).
+        c: kernel offset ``c`` (>= 0).
+    """
+
+    name = "nst"
+
+    def __init__(self, layers: Any = None, degree: int = 2, c: float = 0.0):
+        super().__init__()
+        self.pairs = layer_pairs(layers, term=self.name)
+        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+            raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
+        if not c >= 0:
+            raise ValueError(f"c must be >= 0, got {c}")
+        self.degree, self.c = degree, float(c)
+        self.student_layers = unique(s for s, _ in self.pairs)
+        self.teacher_layers = unique(t for _, t in self.pairs)
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        total = None
+        for s_name, t_name in self.pairs:
+            fs, ft = student_feature(student, s_name), teacher_feature(teacher, t_name)
+            require_spatial(fs, self.name, s_name)
+            require_spatial(ft, self.name, t_name)
+            fs, ft = match_spatial(fs, ft, self.name)
+            fs, ft = F.normalize(as_ncs(fs), dim=2), F.normalize(as_ncs(ft), dim=2)
+            loss = poly_mmd2(fs, ft, self.degree, self.c).mean()
+            total = loss if total is None else total + loss
+        return total
+
+
+class LazyChannelVariance(LazyModuleMixin, nn.Module):
+    """Per-channel variance ``sigma_c^2 = softplus(alpha_c) + eps``, sized from the first call's channels."""
+
+    def __init__(self, init_variance: float, eps: float):
+        super().__init__()
+        self.init_variance, self.eps = init_variance, eps
+        self.alpha = UninitializedParameter()
+
+    def initialize_parameters(self, target: Tensor) -> None:
+        if not self.has_uninitialized_params():
+            return
+        with torch.no_grad():
+            self.alpha.materialize((target.shape[1],), device=target.device, dtype=torch.float32)
+            # inverse softplus, so that the initial variance is exactly init_variance
+            self.alpha.fill_(math.log(math.expm1(self.init_variance - self.eps)))
+
+    def forward(self, target: Tensor) -> Tensor:
+        var = F.softplus(self.alpha) + self.eps
+        return var.view(1, -1, *([1] * (target.dim() - 2)))
+
+
+@METHODS.register(
+    "vid",
+    kind="feature",
+    paper="Ahn, Hu, Damianou, Lawrence & Dai 2019, Variational Information Distillation for Knowledge "
+    "Transfer (CVPR 2019, arXiv:1904.05835)",
+)
+class VID(KnowledgeTerm):
+    """Variational Information Distillation (Ahn et al. 2019).
+
+    Maximises a variational lower bound on the mutual information between teacher feature ``t`` and
+    student feature ``s`` by fitting a Gaussian ``q(t | s) = N(mu(s), diag(sigma^2))`` with a learned mean
+    network ``mu`` (three 1x1 convolutions with ReLUs, as in the paper's CIFAR setup) and a learned
+    per-channel variance ``sigma_c^2 = softplus(alpha_c) + eps`` (heteroscedastic in channels, constant
+    over positions). The loss is the negative log-likelihood, without the constant ``log(2 pi) / 2``:
+
+    ``L = mean_{n,c,positions} [ (t - mu(s))^2 / (2 sigma_c^2) + log(sigma_c^2) / 2 ]``
+
+    (the paper sums over channels and positions; the mean rescales the weight). It is *not* zero when
+    ``mu(s) = t``: its minimum over ``mu`` is ``mean_c log(sigma_c^2) / 2``, and ``sigma`` keeps shrinking as
+    the fit improves. Spatial sizes are matched by pooling the larger map.
+
+    Args:
+        layers: the student and teacher layer (one name, or ``{student: ..., teacher: ...}``).
+        hidden_channels: width of the mean network's hidden layers (default: the teacher's channels).
+        init_variance: initial ``sigma^2`` (RepDistiller uses 5).
+        eps: floor added to the variance.
+    """
+
+    name = "vid"
+
+    def __init__(
+        self,
+        layers: Any = None,
+        hidden_channels: int | None = None,
+        init_variance: float = 5.0,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        ((s, t),) = layer_pairs(layers, term=self.name, multi=False)
+        self.student_layers, self.teacher_layers = (s,), (t,)
+        if hidden_channels is not None and (
+            isinstance(hidden_channels, bool) or not isinstance(hidden_channels, int) or hidden_channels < 1
+        ):
+            raise ValueError(f"hidden_channels must be a positive integer, got {hidden_channels!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not init_variance > eps:
+            raise ValueError(f"init_variance must be > eps ({eps}), got {init_variance}")
+        self.mean = LazyChannelMLP(depth=3, hidden=hidden_channels)
+        self.variance = LazyChannelVariance(float(init_variance), float(eps))
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        hs = student_feature(student, self.student_layers[0])
+        ht = teacher_feature(teacher, self.teacher_layers[0])
+        hs, ht = match_spatial(hs, ht, self.name)
+        mu = self.mean(hs, ht.shape[1])
+        var = self.variance(ht)
+        return (0.5 * ((ht - mu).pow(2) / var + var.log())).mean()
+
+
+__all__ = [
+    "FitNet",
+    "AttentionTransfer",
+    "FSP",
+    "NST",
+    "VID",
+    "LazyChannelMLP",
+    "attention_map",
+    "fsp_matrix",
+    "layer_pair",
+    "layer_pairs",
+    "match_spatial",
+]
