@@ -47,21 +47,26 @@ def run(
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="methods | models | datasets")] = "methods") -> None:
+def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models | datasets")] = "methods") -> None:
     """List the registered methods, models or datasets."""
     from . import config as _config  # noqa: F401  (registers models and datasets)
     from . import knowledge as _knowledge  # noqa: F401
-    from .registry import DATASETS, METHODS, MODELS
+    from . import schemes as _schemes  # noqa: F401
+    from .registry import DATASETS, METHODS, MODELS, SCHEMES
 
-    tables = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}
+    tables = {"methods": METHODS, "schemes": SCHEMES, "models": MODELS, "datasets": DATASETS}
     if what not in tables:
-        _fail(f"cannot list {what!r}; choose one of: methods, models, datasets")
+        _fail(f"cannot list {what!r}; choose one of: {', '.join(tables)}")
     reg = tables[what]
-    if what == "methods":
-        from .knowledge import PRESETS
-
+    if what in ("methods", "schemes"):
+        if what == "methods":
+            typer.echo(f"{'name':<16} {'kind':<10} paper")
         for e in reg.entries():
             typer.echo(f"{e.name:<16} {e.meta.get('kind', ''):<10} {e.meta.get('paper', '')}")
+        if what == "schemes":
+            return
+        from .knowledge import PRESETS
+
         typer.echo("\nobjective presets:")
         for name, text in PRESETS.items():
             typer.echo(f"  {name:<14} {text}")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from . import data as _data  # noqa: F401  (registers datasets)
 from . import models as _models  # noqa: F401  (registers models)
-from .registry import DATASETS, MODELS
+from .registry import DATASETS, MODELS, SCHEMES
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -25,9 +25,10 @@ class _Strict(BaseModel):
 
 
 def _check_options(kind: str, entry_name: str, options: dict[str, Any], skip: tuple[str, ...]) -> None:
-    registry = MODELS if kind == "model" else DATASETS
+    registry = {"model": MODELS, "dataset": DATASETS, "scheme": SCHEMES}[kind]
     entry = registry.get(entry_name)
-    params = [p for p in inspect.signature(entry.factory).parameters if p not in skip]
+    sig = inspect.signature(entry.factory).parameters
+    params = [p for p, v in sig.items() if p not in skip and v.kind is not inspect.Parameter.VAR_KEYWORD]
     for k in options:
         if k not in params:
             raise ValueError(f"unknown option {k!r} for {kind} {entry_name!r}; allowed: {', '.join(params) or '(none)'}")
@@ -49,6 +50,34 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _options(self) -> ModelConfig:
         _check_options("model", self.name, self.options, ("num_classes", "input_shape"))
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+class SchemeConfig(BaseModel):
+    """``{name: offline}``: how generations >= 1 are trained (a registered scheme and its options)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "offline"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from . import schemes as _schemes  # noqa: F401  (registers schemes)
+
+        if v.lower() not in SCHEMES:
+            raise ValueError(f"unknown scheme {v!r}; available: {', '.join(SCHEMES.names())}")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _options(self) -> SchemeConfig:
+        _check_options("scheme", self.name, self.options, ("student", "objective", "teacher", "data", "gen", "previous", "train"))
         return self
 
     @property
@@ -107,6 +136,7 @@ class ObjectivePreset(_Strict):
     preset: Literal["ce", "ban", "ban+l", "hinton"] = "ban+l"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="KD weight of the hinton preset")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the CE term (also generation 0's)")
 
 
 class GenerationsConfig(_Strict):
@@ -135,6 +165,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     generations: GenerationsConfig = Field(default_factory=GenerationsConfig)
     objective: ObjectivePreset | list[dict[str, Any]] = Field(default_factory=ObjectivePreset)
+    scheme: SchemeConfig = Field(default_factory=SchemeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("objective", mode="before")
@@ -162,8 +193,18 @@ class RunConfig(_Strict):
         from .knowledge import build_objective
 
         if isinstance(self.objective, ObjectivePreset):
-            return build_objective(self.objective.preset, temperature=self.objective.temperature, alpha=self.objective.alpha)
+            o = self.objective
+            return build_objective(o.preset, temperature=o.temperature, alpha=o.alpha, label_smoothing=o.label_smoothing)
         return build_objective(self.objective)
+
+    def build_gen0_objective(self):
+        from .knowledge import build_objective
+
+        g0 = self.generations.gen0_objective
+        if isinstance(g0, str):
+            smoothing = self.objective.label_smoothing if isinstance(self.objective, ObjectivePreset) else 0.0
+            return build_objective(g0, label_smoothing=smoothing)
+        return build_objective(g0)
 
     def arch(self, gen: int) -> ModelConfig:
         return self.generations.archs.get(gen, self.model)

@@ -34,7 +34,8 @@ from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, seed_everything
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
 from .knowledge import Objective, build_objective
-from .models import ModelSpec, build_model, describe_model
+from .models import ModelSpec, build_model
+from .registry import SCHEMES
 from .schemes import DistillTask
 from .teachers import EnsembleTeacher, FrozenTeacher, freeze
 
@@ -103,6 +104,8 @@ class Lineage:
         seed: base seed; generation k uses ``seed * 1000 + k``.
         ensembles: evaluate ensembles of generations 1..k and 0..k.
         progress: "auto" | "bar" | "lines" | "off".
+        scheme: how generations >= 1 are trained: a registered scheme name or ``{"name": ..., **options}``
+            (``gendistill list schemes``); ``offline`` (a frozen teacher) by default.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Lineage:
         seed: int = 0,
         ensembles: bool = True,
         progress: str = "auto",
+        scheme: str | dict[str, Any] = "offline",
     ):
         if generations < 0:
             raise ConfigError(f"generations must be >= 0, got {generations}")
@@ -133,6 +137,10 @@ class Lineage:
         self.seed = seed
         self.ensembles = ensembles
         self.progress = progress
+        spec = {"name": scheme} if isinstance(scheme, str) else dict(scheme)
+        self.scheme_name = spec.pop("name", "offline")
+        self.scheme_options = spec
+        SCHEMES.get(self.scheme_name)  # unknown names fail here, before any training
 
     # ------------------------------------------------------------------------------------------ helpers
     def arch(self, gen: int) -> ModelSpec:
@@ -235,7 +243,11 @@ class Lineage:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
         if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists():
             (gen_dir / CHECKPOINT).unlink()
-        task = DistillTask(student, objective, teacher)
+        if gen == 0:
+            task = DistillTask(student, objective, None)
+        else:
+            task = SCHEMES.create(self.scheme_name, student=student, objective=objective, teacher=teacher,
+                                  data=data, gen=gen, previous=list(models), train=self.train, **self.scheme_options)
         trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
         try:
             history = trainer.fit(task, data.train, data.test, num_classes=data.num_classes,

@@ -69,3 +69,4 @@ class Registry:
 MODELS = Registry("model")
 DATASETS = Registry("dataset")
 METHODS = Registry("method")
+SCHEMES = Registry("scheme")

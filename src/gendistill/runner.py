@@ -56,10 +56,11 @@ def lineage_from_config(config: RunConfig, seed: int, progress: str = "auto") ->
         teacher=g.teacher,
         train=config.train,
         archs={k: v.spec() for k, v in g.archs.items()},
-        gen0_objective=g.gen0_objective,
+        gen0_objective=config.build_gen0_objective,
         seed=seed,
         ensembles=g.ensembles,
         progress=progress,
+        scheme=config.scheme.spec(),
     )
 
 

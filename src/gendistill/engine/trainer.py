@@ -173,6 +173,8 @@ class Trainer:
             for epoch in range(start, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 bar.start(epoch)
+                if hasattr(task, "on_epoch_start"):  # schemes that change over time (RCO anchors, PS-KD ...)
+                    task.on_epoch_start(epoch, cfg.epochs)
                 task.train()
                 sums: dict[str, Tensor] = {}
                 correct = torch.zeros((), device=dev)

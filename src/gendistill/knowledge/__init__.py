@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..registry import METHODS
+from . import ablations as ablations  # noqa: F401  (registers ablation terms)
 from . import feature, relation, response, response_extra  # noqa: F401  (registers terms)
 from .base import Batch, KnowledgeTerm, Objective, Outputs
 from .response import KD, CrossEntropy
@@ -27,34 +28,33 @@ PRESETS: dict[str, str] = {
 }
 
 
-def preset_terms(name: str, temperature: float = 1.0, alpha: float = 0.5) -> list[dict[str, Any]]:
+def preset_terms(name: str, temperature: float = 1.0, alpha: float = 0.5, label_smoothing: float = 0.0) -> list[dict[str, Any]]:
     name = name.lower()
+    ce = {"term": "ce", "weight": 1.0, "label_smoothing": label_smoothing}
+    kd = {"term": "kd", "weight": 1.0, "temperature": temperature}
     if name == "ce":
-        return [{"term": "ce", "weight": 1.0}]
+        return [ce]
     if name == "ban":
-        return [{"term": "kd", "weight": 1.0, "temperature": temperature}]
+        return [kd]
     if name == "ban+l":
-        return [{"term": "ce", "weight": 1.0}, {"term": "kd", "weight": 1.0, "temperature": temperature}]
+        return [ce, kd]
     if name == "hinton":
         if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"objective alpha must be in [0, 1], got {alpha}")
-        return [
-            {"term": "ce", "weight": 1.0 - alpha},
-            {"term": "kd", "weight": alpha, "temperature": temperature},
-        ]
-    raise ConfigError(f"unknown objective preset {name!r}; available: {', '.join(PRESETS)}")
+            raise ConfigError(f"config error: objective.alpha must be in [0, 1], got {alpha}")
+        return [{**ce, "weight": 1.0 - alpha}, {**kd, "weight": alpha}]
+    raise ConfigError(f"config error: unknown objective preset {name!r}; available: {', '.join(PRESETS)}")
 
 
 def build_term(spec: dict[str, Any], where: str = "objective") -> tuple[KnowledgeTerm, float]:
     spec = dict(spec)
     if "term" not in spec:
-        raise ConfigError(f"{where}: each term needs a 'term' key naming a method; available: {', '.join(METHODS.names())}")
+        raise ConfigError(f"config error: {where}: each term needs a 'term' key naming a method; available: {', '.join(METHODS.names())}")
     name = spec.pop("term")
     weight = spec.pop("weight", 1.0)
     try:
         weight = float(weight)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{name}.weight must be a number, got {weight!r}") from None
+        raise ConfigError(f"config error: {where}.{name}.weight must be a number, got {weight!r}") from None
     entry = METHODS.get(name)
     params = inspect.signature(entry.factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -62,12 +62,12 @@ def build_term(spec: dict[str, Any], where: str = "objective") -> tuple[Knowledg
     if unknown and not accepts_any:
         allowed = [k for k in params if k != "self"]
         raise ConfigError(
-            f"{where}.{name}: unknown option {unknown[0]!r}; allowed: {', '.join(['weight', *allowed])}"
+            f"config error: {where}.{name}: unknown option {unknown[0]!r}; allowed: {', '.join(['weight', *allowed])}"
         )
     try:
         term = entry.factory(**spec)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}.{name}: {e}") from None
+        raise ConfigError(f"config error: {where}.{name}: {e}") from None
     return term, weight
 
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
 from ..knowledge.taps import FeatureTap
+from ..registry import SCHEMES
 
 
 class DistillTask(nn.Module):
@@ -48,3 +49,10 @@ class DistillTask(nn.Module):
     def close(self) -> None:
         if self._tap is not None:
             self._tap.remove()
+
+
+@SCHEMES.register("offline", kind="offline", paper="Hinton et al. 2015; Furlanello et al. 2018 (Born-Again Networks)",
+                  summary="a frozen teacher, a student trained from scratch through the objective")
+def offline(student: nn.Module, objective: Objective, teacher: Any | None, **_: Any) -> DistillTask:
+    """The default scheme: offline distillation from a frozen teacher (or from labels for generation 0)."""
+    return DistillTask(student, objective, teacher)
