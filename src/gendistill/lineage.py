@@ -243,9 +243,9 @@ class Lineage:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
         if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists():
             (gen_dir / CHECKPOINT).unlink()
-        if gen == 0:
+        if gen == 0 and not SCHEMES.get(self.scheme_name).meta.get("gen0", False):
             task = DistillTask(student, objective, None)
-        else:
+        else:  # schemes registered with gen0=True (online, self-distillation, pseudo-labels) run generation 0 too
             task = SCHEMES.create(self.scheme_name, student=student, objective=objective, teacher=teacher,
                                   data=data, gen=gen, previous=list(models), train=self.train, **self.scheme_options)
         trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
