@@ -697,3 +697,18 @@ def test_tap_on_missing_layer_lists_available_names():
     message = str(info.value)
     for name in ("layer1", "layer2", "layer3", "pool", "fc"):
         assert name in message
+
+
+@pytest.mark.parametrize("method", ["dkd", "fitnet", "vid", "sp", "cc", "crd"])
+def test_terms_compute_in_float32_under_autocast(method):
+    student = make_outputs(STUDENT_SHAPES, False, seed=6)
+    teacher = make_outputs(WIDE_TEACHER, False, seed=7)
+    t, _ = run_case(method, student, teacher, train=False)  # eval: CRD's banks stay fixed
+    b = Batch(torch.zeros(N, 1), torch.arange(N) % 5, torch.arange(N) * 3)
+    torch.manual_seed(0)  # the same CRD negatives in both calls
+    plain = t(student, teacher, b)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = t(student, teacher, b)
+    assert mixed.dtype == torch.float32
+    assert float(mixed) == pytest.approx(float(plain), rel=1e-6)
