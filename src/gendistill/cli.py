@@ -40,10 +40,44 @@ def run(
         root, summary, _ = run_config(cfg, out=out, resume=resume, progress=progress)
     except GendistillError as e:
         _fail(str(e))
+    from .analysis.report import write_report
     from .analysis.tables import lineage_table
 
+    html, _ = write_report(root)
     typer.echo(lineage_table(summary))
-    typer.echo(f"run directory: {root}   ({time.perf_counter() - t0:.1f} s)")
+    typer.echo(f"run directory: {root}   ({time.perf_counter() - t0:.1f} s)   report: {html}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory written by `gendistill run`")]) -> None:
+    """Write report.html and report.md (with plots) for a run directory."""
+    from .analysis.report import write_report
+
+    if not (run_dir / "summary.json").exists() and not any(run_dir.glob("seed*/summary.json")):
+        _fail(f"{run_dir} holds no summary.json; point to a directory written by `gendistill run`")
+    try:
+        html, md = write_report(run_dir)
+    except GendistillError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {html}\nwrote {md}")
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")],
+    md: Annotated[Path | None, typer.Option("--md", help="also write the table to this Markdown file")] = None,
+) -> None:
+    """Side-by-side table of several runs."""
+    from .analysis.report import compare_runs
+    from .io import atomic_write_text
+
+    for d in run_dirs:
+        if not (d / "summary.json").exists() and not any(d.glob("seed*/summary.json")):
+            _fail(f"{d} holds no summary.json; point to directories written by `gendistill run`")
+    table = compare_runs(run_dirs)
+    typer.echo(table)
+    if md is not None:
+        atomic_write_text(md, table + "\n")
 
 
 @app.command("list")

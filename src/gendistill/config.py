@@ -12,9 +12,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
 from . import data as _data  # noqa: F401  (registers datasets)
 from . import models as _models  # noqa: F401  (registers models)
+from .errors import ConfigError
 from .registry import DATASETS, MODELS, SCHEMES
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -130,6 +130,12 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(1, ge=1, description="epochs between resume checkpoints")
     fidelity_samples: int = Field(512, ge=0, description="held-out samples for per-epoch agreement/KL with the teacher")
+    teacher_cache: Literal["auto", "off"] = Field(
+        "auto", description="auto: compute a fixed teacher's outputs once per generation and reuse them; off: live teacher")
+    cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage type of cached teacher outputs")
+    cache_mmap_mb: float = Field(512.0, gt=0, description="memory-map caches larger than this into the run directory")
+    compile: bool = Field(False, description="torch.compile the student (and trainable knowledge modules)")
+    channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
 
 
 class ObjectivePreset(_Strict):

@@ -26,10 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from .analysis import metrics as M
+from .analysis.plots import reliability_bins
+from .analysis.similarity import cka_matrix, penultimate_features
 from .config import TrainConfig
 from .data import DatasetBundle
 from .engine.checkpoint import load_model, save_model
 from .engine.evaluate import predict_logits
+from .engine.progress import log
 from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, seed_everything
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
@@ -37,7 +40,7 @@ from .knowledge import Objective, build_objective
 from .models import ModelSpec, build_model
 from .registry import SCHEMES
 from .schemes import DistillTask
-from .teachers import EnsembleTeacher, FrozenTeacher, freeze
+from .teachers import CachedTeacher, EnsembleTeacher, FrozenTeacher, freeze
 
 TEACHER_RULES = ("previous", "ensemble", "original")
 MODEL_FILE, METRICS_FILE = "model.safetensors", "metrics.json"
@@ -182,32 +185,41 @@ class Lineage:
         out = Path(out) if out is not None else None
         models: list[nn.Module] = []
         records: list[dict[str, Any]] = []
+        self._test_logits: list[Tensor] = []  # every model's outputs, computed once when it is finished
+        self._train_logits: list[Tensor] = []
         for gen in range(self.count + 1):
             gen_dir = out / f"gen{gen}" if out is not None else None
             t0 = time.perf_counter()
+            self._teacher_path = None
             if gen_dir is not None and resume and (gen_dir / METRICS_FILE).exists():
                 model = self._new_model(gen, data)
                 load_model(model, gen_dir / MODEL_FILE, role=f"generation {gen}")
                 record = read_json(gen_dir / METRICS_FILE)
                 record["resumed"] = True
                 models.append(freeze(model))
+                self._record_outputs(model, data)
                 records.append(record)
+                log(f"[gen{gen}] finished earlier: read from {gen_dir / MODEL_FILE}", self.progress)
                 continue
             if gen == 0 and teacher is not None:
                 model, history = self._given_teacher(teacher, data), []
             else:
                 model, history = self._train_generation(gen, data, models, gen_dir, resume)
             models.append(freeze(model))
+            self._record_outputs(model, data)
             record = {"gen": gen, "arch": self._arch_name(gen), "params": sum(p.numel() for p in model.parameters()),
                       "teacher": teacher_label(self.rule, gen) if gen else ("given" if teacher is not None else None),
-                      "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3)}
+                      "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
+                      "teacher_outputs": self._teacher_path}
             if gen_dir is not None:
                 save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"],
                                                          "num_classes": data.num_classes})
             records.append(record)
             if gen_dir is not None:
-                write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, models, data)})
+                write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, data)})
                 (gen_dir / CHECKPOINT).unlink(missing_ok=True)
+                for f in gen_dir.glob("teacher_cache.*"):  # a finished generation no longer needs its cache
+                    f.unlink()
         return self._evaluate(models, records, data, out)
 
     def _given_teacher(self, teacher: nn.Module | str | Path, data: DatasetBundle) -> nn.Module:
@@ -224,7 +236,28 @@ class Lineage:
             )
         return teacher
 
+    def _record_outputs(self, model: nn.Module, data: DatasetBundle) -> None:
+        self._test_logits.append(self._logits(model, data.test.x))
+        self._train_logits.append(self._logits(model, data.train.x))
+
+    def _maybe_cache(self, gen: int, teacher, layers: tuple[str, ...], gen_dir: Path | None):
+        """Replace a live teacher by its outputs over the training set when that is exact (see CachedTeacher)."""
+        cacheable = SCHEMES.get(self.scheme_name).meta.get("cacheable", self.scheme_name == "offline")
+        if self.train.teacher_cache == "off" or not cacheable:
+            reason = "train.teacher_cache=off" if self.train.teacher_cache == "off" else f"scheme {self.scheme_name} feeds the teacher its own inputs"
+            return teacher, f"live teacher ({reason})"
+        dtype = torch.float16 if self.train.cache_dtype == "float16" else torch.float32
+        if not layers:
+            t = self._teacher_logits(gen, self._train_logits)
+            cached = CachedTeacher.from_logits(teacher, t, dtype)
+        else:
+            path = str(gen_dir / "teacher_cache") if gen_dir is not None else None
+            cached = CachedTeacher.build(teacher, self._data_train_x, dtype=dtype, path=path, mmap_mb=self.train.cache_mmap_mb)
+        return cached, cached.describe()
+
     def _train_generation(self, gen, data, models, gen_dir, resume) -> tuple[nn.Module, list]:
+        self._data_train_x = data.train.x
+        self._teacher_path = None
         student = self._new_model(gen, data)
         objective = self.gen0_objective() if gen == 0 else self.objective()
         teacher = None
@@ -239,6 +272,8 @@ class Lineage:
                 xs = held.x[:n]
                 dev = next(teacher.models[0].parameters()).device
                 probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
+            teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir)
+            log(f"[gen{gen}] teacher {teacher_label(self.rule, gen)}: {self._teacher_path}", self.progress)
         elif objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
         if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists():
@@ -271,16 +306,14 @@ class Lineage:
             return test_logits[0]
         return M.ensemble_logits(test_logits[:gen])
 
-    def _gen_metrics(self, gen: int, models: list[nn.Module], data: DatasetBundle) -> dict[str, Any]:
-        test = [self._logits(m, data.test.x) for m in models]
-        train = [self._logits(m, data.train.x) for m in models]
+    def _gen_metrics(self, gen: int, data: DatasetBundle) -> dict[str, Any]:
+        test, train = self._test_logits, self._train_logits
         return _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
 
     def _evaluate(self, models, records, data, out) -> LineageResult:
         for m in models:
             m.cpu()
-        test = [self._logits(m, data.test.x) for m in models]
-        train = [self._logits(m, data.train.x) for m in models]
+        test, train = self._test_logits, self._train_logits
         gens = []
         for gen, rec in enumerate(records):
             figures = _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
@@ -288,7 +321,12 @@ class Lineage:
         ensembles = _ensemble_figures(test, data) if self.ensembles else []
         matrix = [[M.agreement(a, b) for b in test] for a in test]
         if out is not None:
-            write_json(out / "analysis" / "agreement_matrix.json", {"gens": list(range(len(models))), "test": matrix})
+            gens_idx = list(range(len(models)))
+            write_json(out / "analysis" / "agreement_matrix.json", {"gens": gens_idx, "test": matrix})
+            feats = [penultimate_features(m, data.test.x) for m in models]
+            write_json(out / "analysis" / "cka.json", {"gens": gens_idx, "test": cka_matrix(feats).tolist()})
+            write_json(out / "analysis" / "reliability.json",
+                       {f"gen{k}": reliability_bins(t, data.test.y) for k, t in enumerate(test)})
         return LineageResult(gens, ensembles, models, matrix)
 
 

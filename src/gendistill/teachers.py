@@ -39,14 +39,15 @@ class FrozenTeacher:
         self.model.to(device)
         return self
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, index: Tensor | None = None) -> Outputs:
         self.model.eval()  # stays in eval mode even if someone called .train() on it
         if self._tap is not None:
             self._tap.clear()
-        logits = self.model(x)
-        feats = dict(self._tap.features) if self._tap is not None else {}
-        return Outputs(logits, feats)
+        with torch.inference_mode():
+            logits = self.model(x)
+            feats = dict(self._tap.features) if self._tap is not None else {}
+        # inference tensors cannot be saved for backward; a clone outside inference mode is a normal tensor
+        return Outputs(logits.clone(), {k: v.clone() for k, v in feats.items()})
 
     def close(self) -> None:
         if self._tap is not None:
@@ -84,3 +85,128 @@ class EnsembleTeacher:
     def close(self) -> None:
         for m in self.members:
             m.close()
+
+
+# ------------------------------------------------------------------------------------------ output cache
+
+
+def fingerprint(models: Sequence[nn.Module], x: Tensor) -> str:
+    """A key that changes when any teacher weight or the inputs change (full hash of weights, and of the
+    inputs' shape plus a strided sample of their values)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in models:
+        for k, v in m.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    flat = x.detach().reshape(-1)
+    step = max(1, flat.numel() // 65536)
+    h.update(str(tuple(x.shape)).encode())
+    h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+class CachedTeacher:
+    """Teacher outputs computed once over the training inputs, then looked up by sample index.
+
+    A generation's teacher is fixed and, without random augmentation, its inputs are too, so running it on
+    every step of every epoch repeats the same computation. The cache holds logits (and tapped features, when
+    a knowledge term needs them) in ``dtype`` (float16 by default): in memory, or memory-mapped in the run
+    directory (``<path>.npy`` plus a key file) when larger than ``mmap_mb``. Calls without ``index`` (inputs
+    that are not training samples) fall through to the live teacher.
+    """
+
+    def __init__(self, live, logits: Tensor, features: dict[str, Tensor] | None = None, how: str = "in memory"):
+        self.live = live
+        self.logits = logits
+        self.features = features or {}
+        self.layers = tuple(self.features)
+        self.how = how
+
+    @property
+    def models(self) -> list[nn.Module]:
+        return self.live.models
+
+    def to(self, device: torch.device) -> CachedTeacher:
+        self.live.to(device)
+        if not self.how.startswith("memory-mapped"):
+            self.logits = self.logits.to(device)
+            self.features = {k: v.to(device) for k, v in self.features.items()}
+        return self
+
+    def __call__(self, x: Tensor, index: Tensor | None = None) -> Outputs:
+        if index is None:
+            return self.live(x)
+        dev = x.device
+        idx = index.to(self.logits.device)
+        logits = self.logits[idx].to(dev, non_blocking=True).float()
+        feats = {k: v[idx].to(dev, non_blocking=True).float() for k, v in self.features.items()}
+        return Outputs(logits, feats)
+
+    def close(self) -> None:
+        self.live.close()
+
+    def describe(self) -> str:
+        n, c = self.logits.shape
+        extra = f" + features {list(self.features)}" if self.features else ""
+        return f"cached teacher outputs ({n} x {c} logits{extra}, {str(self.logits.dtype).removeprefix('torch.')}, {self.how})"
+
+    @classmethod
+    def from_logits(cls, live, logits: Tensor, dtype: torch.dtype = torch.float16) -> CachedTeacher:
+        """Wrap logits that were already computed (e.g. by the lineage's evaluation pass)."""
+        return cls(live, logits.to(dtype), None, "in memory, reused from the evaluation pass")
+
+    @classmethod
+    def build(cls, live, x: Tensor, *, batch_size: int = 1024, dtype: torch.dtype = torch.float16,
+              path: str | None = None, mmap_mb: float = 512.0) -> CachedTeacher:
+        """One inference pass of ``live`` over ``x``. With ``path`` and an output larger than ``mmap_mb``,
+        the outputs go to memory-mapped ``.npy`` files whose key (teacher weights + inputs) is checked on
+        reuse; a stale file is recomputed."""
+        import os
+
+        import numpy as np
+
+        from .io import read_json, write_json
+
+        dev = next(live.models[0].parameters()).device
+        probe = live(x[:1].to(dev))
+        shapes = {"logits": tuple(probe.logits.shape[1:]), **{k: tuple(v.shape[1:]) for k, v in probe.features.items()}}
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        total_mb = sum(len(x) * int(np.prod(s)) * itemsize for s in shapes.values()) / 2**20
+        np_dtype = np.float16 if dtype == torch.float16 else np.float32
+        use_mmap = path is not None and total_mb > mmap_mb
+        if use_mmap:
+            key = fingerprint(live.models, x)
+            key_file = f"{path}.key.json"
+            arrays = {}
+            fresh = os.path.exists(key_file) and read_json(key_file).get("key") == key
+            for name, shape in shapes.items():
+                file = f"{path}.{name.replace('/', '_')}.npy"
+                if fresh and os.path.exists(file):
+                    arrays[name] = np.load(file, mmap_mode="r+")  # writable view: torch warns on read-only arrays
+                else:
+                    fresh = False
+                    arrays[name] = np.lib.format.open_memmap(file, mode="w+", dtype=np_dtype, shape=(len(x), *shape))
+            if not fresh:
+                for i in range(0, len(x), batch_size):
+                    out = live(x[i : i + batch_size].to(dev))
+                    arrays["logits"][i : i + batch_size] = out.logits.float().cpu().numpy()
+                    for k, v in out.features.items():
+                        arrays[k][i : i + batch_size] = v.float().cpu().numpy()
+                for a in arrays.values():
+                    a.flush()
+                write_json(key_file, {"key": key, "dtype": str(np_dtype.__name__), "samples": len(x)})
+            tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+            how = f"memory-mapped at {path}.*.npy ({total_mb:.0f} MB)" + ("" if fresh else ", computed now")
+        else:
+            chunks: dict[str, list[Tensor]] = {k: [] for k in shapes}
+            for i in range(0, len(x), batch_size):
+                out = live(x[i : i + batch_size].to(dev))
+                chunks["logits"].append(out.logits.to(dtype))
+                for k, v in out.features.items():
+                    chunks[k].append(v.to(dtype))
+            tensors = {k: torch.cat(v) for k, v in chunks.items()}
+            how = f"in memory ({total_mb:.1f} MB)"
+        logits = tensors.pop("logits")
+        return cls(live, logits, tensors, how)

@@ -32,15 +32,15 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 160) -> str:
+def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 240) -> str:
     seeds = summary.get("seeds")
     title = title or ("lineage" + (f" — mean ± std over seeds {seeds}" if seeds else "") + " (test set, final epoch)")
     table = Table(title=title, title_justify="left")
-    table.add_column("model")
-    table.add_column("arch")
-    table.add_column("teacher")
+    table.add_column("model", no_wrap=True)
+    table.add_column("arch", no_wrap=True)
+    table.add_column("teacher", no_wrap=True)
     for _, head, _ in COLUMNS:
-        table.add_column(head, justify="right")
+        table.add_column(head, justify="right", no_wrap=True)
     for g in summary.get("generations", []):
         table.add_row(f"gen{g['gen']}", str(g.get("arch", "")), str(g.get("teacher") or "labels"),
                       *[fmt(g.get(k), d) for k, _, d in COLUMNS])
@@ -50,4 +50,17 @@ def lineage_table(summary: dict[str, Any], title: str | None = None, width: int 
         table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in COLUMNS])
     console = Console(width=width, record=True, file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     console.print(table)
-    return console.export_text()
+    text = console.export_text()
+    paired = [g for g in summary.get("generations", []) if g.get("vs_gen0")]
+    if paired:
+        lines = ["", "paired comparison with generation 0 over seeds (paired t-test): test accuracy difference"]
+        for g in paired:
+            c = g["vs_gen0"].get("test_acc") or {}
+            if c.get("mean_diff") is None:
+                continue
+            lo, hi = c.get("ci95") or (float("nan"), float("nan"))
+            p = c.get("p_value")
+            lines.append(f"  gen{g['gen']} - gen0: {c['mean_diff']:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]  "
+                         f"p = {'n/a' if p is None else f'{p:.3g}'}  (n = {c.get('n')})")
+        text += "\n".join(lines) + "\n"
+    return text

@@ -6,7 +6,14 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def format_row(row: dict[str, Any], keys: list[str]) -> str:
@@ -54,3 +61,9 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def log(message: str, mode: str = "auto") -> None:
+    """A one-line note on stderr (which path was used, what was resumed), unless progress is off."""
+    if mode != "off":
+        Console(stderr=True).print(message, highlight=False, markup=False, soft_wrap=True)
