@@ -42,10 +42,15 @@ def run(
         _fail(str(e))
     from .analysis.report import write_report
     from .analysis.tables import lineage_table
+    from .engine import distributed
 
+    if not distributed.is_main():
+        distributed.shutdown()
+        return
     html, _ = write_report(root)
     typer.echo(lineage_table(summary))
     typer.echo(f"run directory: {root}   ({time.perf_counter() - t0:.1f} s)   report: {html}")
+    distributed.shutdown()
 
 
 @app.command()

@@ -12,6 +12,12 @@ import torch
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves half a file. In a ``torchrun`` job only
+    rank 0 writes; on other ranks this does nothing."""
+    from .engine.distributed import is_main
+
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

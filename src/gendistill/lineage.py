@@ -32,8 +32,9 @@ from .config import TrainConfig
 from .data import DatasetBundle
 from .engine.checkpoint import load_model, save_model
 from .engine.evaluate import predict_logits
+from .engine import distributed
 from .engine.progress import log
-from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, seed_everything
+from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, load_snapshots, seed_everything
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
 from .knowledge import Objective, build_objective
@@ -143,7 +144,9 @@ class Lineage:
         spec = {"name": scheme} if isinstance(scheme, str) else dict(scheme)
         self.scheme_name = spec.pop("name", "offline")
         self.scheme_options = spec
-        SCHEMES.get(self.scheme_name)  # unknown names fail here, before any training
+        plan = SCHEMES.get(self.scheme_name).meta.get("archs")  # unknown names fail here, before any training
+        if plan is not None:  # a lineage preset (TA chains) picks per-generation architectures; archs given win
+            self.archs = {**plan(student, generations, **self.scheme_options), **self.archs}
 
     # ------------------------------------------------------------------------------------------ helpers
     def arch(self, gen: int) -> ModelSpec:
@@ -187,6 +190,7 @@ class Lineage:
         records: list[dict[str, Any]] = []
         self._test_logits: list[Tensor] = []  # every model's outputs, computed once when it is finished
         self._train_logits: list[Tensor] = []
+        self._trajectories: dict[int, dict[int, dict[str, Tensor]]] = {}  # train.snapshot_epochs per generation
         for gen in range(self.count + 1):
             gen_dir = out / f"gen{gen}" if out is not None else None
             t0 = time.perf_counter()
@@ -197,6 +201,7 @@ class Lineage:
                 record = read_json(gen_dir / METRICS_FILE)
                 record["resumed"] = True
                 models.append(freeze(model))
+                self._trajectories[gen] = load_snapshots(gen_dir)
                 self._record_outputs(model, data)
                 records.append(record)
                 log(f"[gen{gen}] finished earlier: read from {gen_dir / MODEL_FILE}", self.progress)
@@ -210,16 +215,18 @@ class Lineage:
             record = {"gen": gen, "arch": self._arch_name(gen), "params": sum(p.numel() for p in model.parameters()),
                       "teacher": teacher_label(self.rule, gen) if gen else ("given" if teacher is not None else None),
                       "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
-                      "teacher_outputs": self._teacher_path}
+                      "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
             if gen_dir is not None:
                 save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"],
                                                          "num_classes": data.num_classes})
             records.append(record)
             if gen_dir is not None:
                 write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, data)})
-                (gen_dir / CHECKPOINT).unlink(missing_ok=True)
-                for f in gen_dir.glob("teacher_cache.*"):  # a finished generation no longer needs its cache
-                    f.unlink()
+                if distributed.is_main():
+                    (gen_dir / CHECKPOINT).unlink(missing_ok=True)
+                    for f in gen_dir.glob("teacher_cache.*"):  # a finished generation no longer needs its cache
+                        f.unlink()
+            distributed.barrier()  # every process sees the finished generation on disk
         return self._evaluate(models, records, data, out)
 
     def _given_teacher(self, teacher: nn.Module | str | Path, data: DatasetBundle) -> nn.Module:
@@ -276,13 +283,14 @@ class Lineage:
             log(f"[gen{gen}] teacher {teacher_label(self.rule, gen)}: {self._teacher_path}", self.progress)
         elif objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
-        if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists():
+        if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists() and distributed.is_main():
             (gen_dir / CHECKPOINT).unlink()
         if gen == 0 and not SCHEMES.get(self.scheme_name).meta.get("gen0", False):
             task = DistillTask(student, objective, None)
         else:  # schemes registered with gen0=True (online, self-distillation, pseudo-labels) run generation 0 too
             task = SCHEMES.create(self.scheme_name, student=student, objective=objective, teacher=teacher,
-                                  data=data, gen=gen, previous=list(models), train=self.train, **self.scheme_options)
+                                  data=data, gen=gen, previous=list(models), train=self.train,
+                                  trajectories=[self._trajectories.get(g, {}) for g in range(gen)], **self.scheme_options)
         trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
         try:
             history = trainer.fit(task, data.train, data.test, num_classes=data.num_classes,
@@ -291,6 +299,7 @@ class Lineage:
             task.close()
             if teacher is not None:
                 teacher.close()
+        self._trajectories[gen] = load_snapshots(gen_dir) if gen_dir is not None else trainer.snapshots
         return student.cpu(), history
 
     # ------------------------------------------------------------------------------------------ analysis

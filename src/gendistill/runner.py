@@ -9,6 +9,7 @@ import yaml
 
 from .config import RunConfig
 from .data import load_dataset
+from .engine import distributed
 from .errors import ConfigError
 from .io import atomic_write_text, write_json
 from .lineage import Lineage, LineageResult
@@ -43,6 +44,7 @@ def prepare_run_dir(config: RunConfig, root: Path, resume: bool) -> None:
             f"run directory {root} already holds a run; pass --resume to continue it, or choose another "
             "--out / name (nothing was overwritten)"
         )
+    distributed.barrier()  # every process has checked the directory before rank 0 writes into it
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, config.to_yaml())
 
@@ -68,6 +70,9 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
                progress: str = "auto") -> tuple[Path, dict[str, Any], list[LineageResult]]:
     """Run every seed of ``config`` into ``out`` (default ``config.out/config.name``); return the run
     directory, the top-level summary and the per-seed results."""
+    from .engine.evaluate import select_device
+
+    distributed.init(select_device(config.train.device).type)  # no-op unless started by torchrun
     root = run_dir_for(config, out)
     prepare_run_dir(config, root, resume)
     data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)

@@ -11,6 +11,10 @@ from torch import Tensor
 class TensorLoader:
     """Yields ``(x, y, index)`` batches from tensors by slicing with a permutation.
 
+    Under data parallelism (``world_size`` > 1) all processes draw the same permutation and process ``rank``
+    takes every ``world_size``-th sample of each batch, so the global batch and the number of steps per
+    epoch are those of a single process.
+
     Shuffling draws from its own ``torch.Generator`` so the data order is reproducible and its state can be
     saved in a checkpoint (``state_dict`` / ``load_state_dict``). Tensors may live on any device; the
     permutation is made on the CPU and moved once per epoch.
@@ -24,6 +28,8 @@ class TensorLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -34,6 +40,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last and len(x) >= batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -52,6 +59,8 @@ class TensorLoader:
         order = order.to(self.x.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.world_size > 1:  # every process draws the same order and takes its share of each batch
+                idx = idx[self.rank :: self.world_size]
             yield self.x[idx], self.y[idx], idx
 
     def state_dict(self) -> dict:

@@ -19,8 +19,12 @@ def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 1024, device: 
 
 
 def select_device(name: str = "auto") -> torch.device:
+    from .distributed import is_distributed, local_rank
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank()) if is_distributed() else torch.device("cuda")
+        return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         from ..errors import ConfigError

@@ -65,5 +65,7 @@ class EpochProgress:
 
 def log(message: str, mode: str = "auto") -> None:
     """A one-line note on stderr (which path was used, what was resumed), unless progress is off."""
-    if mode != "off":
+    from .distributed import is_main
+
+    if mode != "off" and is_main():
         Console(stderr=True).print(message, highlight=False, markup=False, soft_wrap=True)

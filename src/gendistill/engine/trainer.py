@@ -27,15 +27,17 @@ from torch.nn.parameter import UninitializedParameter
 from ..analysis.metrics import agreement, kl_teacher_student
 from ..config import TrainConfig
 from ..data import Split, TensorLoader
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..io import atomic_write_text
 from ..knowledge.base import Batch
-from .checkpoint import load_state, save_state
+from . import distributed
+from .checkpoint import load_state, read_safetensors, save_model, save_state
 from .evaluate import predict_logits, select_device
 from .progress import EpochProgress
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
+SNAPSHOTS = "snapshots"
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +113,7 @@ class Trainer:
         self.progress = progress
         self.desc = desc
         self.device = select_device(config.device)
+        self.snapshots: dict[int, dict[str, Tensor]] = {}  # train.snapshot_epochs, in memory when run_dir is None
 
     def _autocast(self):
         if self.cfg.amp and self.device.type == "cuda":
@@ -139,18 +142,36 @@ class Trainer:
         probe: FidelityProbe | None = None,
     ) -> list[dict[str, Any]]:
         cfg, dev = self.cfg, self.device
-        task.to(dev)
+        distributed.init(dev.type)
+        world, rank = distributed.world_size(), distributed.rank()
+        channels_last = cfg.channels_last and dev.type == "cuda" and train.x.ndim == 4
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        task.to(dev, memory_format=fmt) if channels_last else task.to(dev)
+        teacher = getattr(task, "teacher", None)
+        if teacher is not None and hasattr(teacher, "to"):
+            teacher.to(dev)
         for m in getattr(task, "teacher_models", list)():
-            m.to(dev)
-        x, y = train.x.to(dev), train.y.to(dev)
+            m.to(dev, memory_format=fmt) if channels_last else m.to(dev)
+        x = train.x.to(dev).contiguous(memory_format=fmt) if channels_last else train.x.to(dev)
+        y = train.y.to(dev)
         n = len(y)
-        loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, drop_last=(n % cfg.batch_size == 1), seed=seed)
+        if world > 1 and cfg.batch_size % world:
+            raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
+        loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, drop_last=(n % cfg.batch_size == 1 or world > 1),
+                              seed=seed, rank=rank, world_size=world)
         objective = getattr(task, "objective", None)
         if objective is not None:
             objective.setup(num_train=n, num_classes=num_classes)
         self._materialize(task, x, y)
         params = [p for p in task.parameters() if p.requires_grad]
         optimizer = build_optimizer(cfg, params)
+        if cfg.compile:
+            task.eval_model.compile()  # in place: state_dict keys are unchanged
+        step_task = task
+        if world > 1:  # the frozen teacher is not a submodule of the task, so it is never wrapped
+            from torch.nn.parallel import DistributedDataParallel
+
+            step_task = DistributedDataParallel(task, device_ids=[dev.index] if dev.type == "cuda" else None)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, len(loader)))
         history: list[dict[str, Any]] = []
         start = 1
@@ -169,7 +190,8 @@ class Trainer:
             start = int(state["epoch"]) + 1
 
         model = task.eval_model
-        with EpochProgress(self.desc, cfg.epochs, len(loader), self.progress) as bar:
+        progress = self.progress if distributed.is_main() else "off"
+        with EpochProgress(self.desc, cfg.epochs, len(loader), progress) as bar:
             for epoch in range(start, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 bar.start(epoch)
@@ -181,7 +203,7 @@ class Trainer:
                 lr = optimizer.param_groups[0]["lr"]
                 for xb, yb, idx in loader:
                     with self._autocast():
-                        parts = task(Batch(xb, yb, idx))
+                        parts = step_task(Batch(xb, yb, idx))
                     logits = parts.pop("logits", None)
                     optimizer.zero_grad(set_to_none=True)
                     parts["loss"].backward()
@@ -197,11 +219,18 @@ class Trainer:
                         correct += (logits.detach().argmax(-1) == yb).sum()
                     bar.advance()
                 seen = len(loader) * cfg.batch_size if loader.drop_last else n
+                if world > 1:  # one collective per epoch: every part's sum and the correct count
+                    names = list(sums)
+                    packed = distributed.all_reduce_sum(torch.stack([sums[k] for k in names] + [correct.float()]))
+                    sums = dict(zip(names, packed[:-1]))
+                    correct = packed[-1]
                 row: dict[str, Any] = {"epoch": epoch, "lr": lr}
                 for k, v in sums.items():
                     row[f"train_{k}"] = v.item() / seen
                 self._check_finite(row, epoch)
                 row["train_acc"] = correct.item() / seen
+                row["train_seconds"] = time.perf_counter() - t0
+                t_eval = time.perf_counter()
                 if test is not None:
                     logits = predict_logits(model, test.x, device=dev)
                     row["test_acc"] = (logits.argmax(-1) == test.y).float().mean().item()
@@ -210,8 +239,10 @@ class Trainer:
                     s = predict_logits(model, probe.x, device=dev)
                     row["holdout_agreement"] = agreement(probe.teacher_logits, s)
                     row["holdout_kl"] = kl_teacher_student(probe.teacher_logits, s)
-                row["seconds"] = time.perf_counter() - t0
+                row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
+                if epoch in cfg.snapshot_epochs:
+                    self._snapshot(model, epoch)
                 bar.epoch_end(row, ["train_loss", "train_acc", "test_acc", "holdout_agreement"])
                 if self.run_dir is not None:
                     _write_history(self.run_dir / HISTORY, history)
@@ -227,7 +258,15 @@ class Trainer:
                             "py_rng": _from_py_random_state(random.getstate()),
                             "history": history,
                         })
+                        distributed.barrier()  # the checkpoint is on disk before any process goes on
         return history
+
+    def _snapshot(self, model: nn.Module, epoch: int) -> None:
+        """The evaluated model after ``epoch`` (a point of the training trajectory, for RCO)."""
+        if self.run_dir is None:
+            self.snapshots[epoch] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            save_model(model, self.run_dir / SNAPSHOTS / f"epoch{epoch}.safetensors", {"epoch": epoch})
 
     def _check_finite(self, row: dict[str, Any], epoch: int) -> None:
         bad = [k for k, v in row.items() if k.startswith("train_") and not math.isfinite(v)]
@@ -255,3 +294,9 @@ def _from_py_random_state(state: tuple) -> list:
 def _to_py_random_state(state: list) -> tuple:
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
+
+
+def load_snapshots(run_dir: str | Path) -> dict[int, dict[str, Tensor]]:
+    """``{epoch: state_dict}`` of the snapshots a run directory holds (``train.snapshot_epochs``)."""
+    files = Path(run_dir, SNAPSHOTS).glob("epoch*.safetensors")
+    return {int(f.stem.removeprefix("epoch")): read_safetensors(f) for f in sorted(files)}
