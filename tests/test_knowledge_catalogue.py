@@ -712,3 +712,10 @@ def test_terms_compute_in_float32_under_autocast(method):
         mixed = t(student, teacher, b)
     assert mixed.dtype == torch.float32
     assert float(mixed) == pytest.approx(float(plain), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["rkd_distance", "rkd_angle", "rkd", "sp", "pkt", "cc"])
+def test_relation_terms_need_two_samples(method):
+    one = outs(np.ones((1, 3)))
+    with pytest.raises(RuntimeError, match="at least 2"):
+        term({"term": method})(one, one, batch(1))

@@ -32,6 +32,7 @@ class RelationTerm(KnowledgeTerm):
     """Shared ``layers`` handling: ``None`` reads the logits on both sides."""
 
     multi_layer = False
+    min_batch = 2  # relations need at least two samples
 
     def __init__(self, layers: Any = None):
         super().__init__()
@@ -43,6 +44,11 @@ class RelationTerm(KnowledgeTerm):
         self.teacher_layers = unique(t for _, t in self.pairs if t is not None)
 
     def embeddings(self, student: Outputs, teacher: Outputs | None) -> list[tuple[Tensor, Tensor]]:
+        n = student.logits.shape[0]
+        if n < self.min_batch:
+            raise RuntimeError(
+                f"{self.name} relates samples within a batch and needs at least {self.min_batch}, got {n}"
+            )
         return [
             (embedding(student, s, teacher=False), embedding(teacher, t, teacher=True)) for s, t in self.pairs
         ]
@@ -365,6 +371,7 @@ class CRD(RelationTerm):
     """
 
     name = "crd"
+    min_batch = 1  # the negatives come from the memory banks
 
     def __init__(
         self,
