@@ -77,7 +77,8 @@ class SchemeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _options(self) -> SchemeConfig:
-        _check_options("scheme", self.name, self.options, ("student", "objective", "teacher", "data", "gen", "previous", "train"))
+        _check_options("scheme", self.name, self.options, ("student", "objective", "teacher", "data", "gen", "previous", "train",
+                                                            "trajectories"))
         return self
 
     @property
@@ -130,6 +131,9 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(1, ge=1, description="epochs between resume checkpoints")
     fidelity_samples: int = Field(512, ge=0, description="held-out samples for per-epoch agreement/KL with the teacher")
+    snapshot_epochs: list[int] = Field(default_factory=list, description=(
+        "epochs after which the evaluated model is saved to <gen dir>/snapshots/epoch<e>.safetensors: a teacher "
+        "trajectory, for the rco scheme"))
     teacher_cache: Literal["auto", "off"] = Field(
         "auto", description="auto: compute a fixed teacher's outputs once per generation and reuse them; off: live teacher")
     cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage type of cached teacher outputs")

@@ -30,9 +30,9 @@ from .analysis.plots import reliability_bins
 from .analysis.similarity import cka_matrix, penultimate_features
 from .config import TrainConfig
 from .data import DatasetBundle
+from .engine import distributed
 from .engine.checkpoint import load_model, save_model
 from .engine.evaluate import predict_logits
-from .engine import distributed
 from .engine.progress import log
 from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, load_snapshots, seed_everything
 from .errors import CheckpointError, ConfigError
