@@ -138,8 +138,36 @@ class TrainConfig(_Strict):
         "auto", description="auto: compute a fixed teacher's outputs once per generation and reuse them; off: live teacher")
     cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage type of cached teacher outputs")
     cache_mmap_mb: float = Field(512.0, gt=0, description="memory-map caches larger than this into the run directory")
+    augment: list[dict[str, Any]] = Field(
+        default_factory=list, description="input augmentations, e.g. [{name: shift, max_shift: 3}, {name: noise, std: 0.05}]")
+    augment_views: int = Field(
+        8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
     compile: bool = Field(False, description="torch.compile the student (and trainable knowledge modules)")
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
+
+
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:  # YAML reads a bare `off` as false
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _one_augmentation(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [{"name": a} if isinstance(a, str) else a for a in (v or [])]
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from .data.augment import build_augmentations
+
+        try:
+            build_augmentations(v)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("config error: train.augment").lstrip(".: ")) from None
+        return v
 
 
 class ObjectivePreset(_Strict):
@@ -237,7 +265,7 @@ def _format_error(err: ValidationError) -> str:
         allowed = ", ".join(parent.model_fields) if parent else ""
         return f"config error: unknown key {loc!r}" + (f"; allowed here: {allowed}" if allowed else "")
     got = e.get("input")
-    got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+    got_s = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
     return f"config error: {loc or 'config'}: {msg}{got_s}"
 
 

@@ -30,6 +30,7 @@ from .analysis.plots import reliability_bins
 from .analysis.similarity import cka_matrix, penultimate_features
 from .config import TrainConfig
 from .data import DatasetBundle
+from .data.augment import AugmentPlan, build_augmentations
 from .engine import distributed
 from .engine.checkpoint import load_model, save_model
 from .engine.evaluate import predict_logits
@@ -217,8 +218,8 @@ class Lineage:
                       "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
                       "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
             if gen_dir is not None:
-                save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"],
-                                                         "num_classes": data.num_classes})
+                save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"], "num_classes": data.num_classes,
+                                                         "model_spec": spec if isinstance(spec := self.arch(gen), (str, dict)) else None})
             records.append(record)
             if gen_dir is not None:
                 write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, data)})
@@ -247,14 +248,26 @@ class Lineage:
         self._test_logits.append(self._logits(model, data.test.x))
         self._train_logits.append(self._logits(model, data.train.x))
 
-    def _maybe_cache(self, gen: int, teacher, layers: tuple[str, ...], gen_dir: Path | None):
+    def _cacheable(self) -> bool:
+        return self.train.teacher_cache != "off" and SCHEMES.get(self.scheme_name).meta.get("cacheable", self.scheme_name == "offline")
+
+    def _augment_plan(self, gen: int, data: DatasetBundle) -> AugmentPlan | None:
+        if not self.train.augment:
+            return None
+        views = self.train.augment_views if gen > 0 and self._cacheable() else 0
+        return AugmentPlan(build_augmentations(self.train.augment), data.train.x, views=views, seed=gen_seed(self.seed, gen))
+
+    def _maybe_cache(self, gen: int, teacher, layers: tuple[str, ...], gen_dir: Path | None, plan: AugmentPlan | None):
         """Replace a live teacher by its outputs over the training set when that is exact (see CachedTeacher)."""
-        cacheable = SCHEMES.get(self.scheme_name).meta.get("cacheable", self.scheme_name == "offline")
-        if self.train.teacher_cache == "off" or not cacheable:
+        if not self._cacheable():
             reason = "train.teacher_cache=off" if self.train.teacher_cache == "off" else f"scheme {self.scheme_name} feeds the teacher its own inputs"
+            if plan is not None:
+                reason += "; fresh random augmentation every step"
             return teacher, f"live teacher ({reason})"
         dtype = torch.float16 if self.train.cache_dtype == "float16" else torch.float32
-        if not layers:
+        if plan is not None:
+            cached = CachedTeacher.build_views(teacher, plan, dtype=dtype)
+        elif not layers:
             t = self._teacher_logits(gen, self._train_logits)
             cached = CachedTeacher.from_logits(teacher, t, dtype)
         else:
@@ -265,6 +278,7 @@ class Lineage:
     def _train_generation(self, gen, data, models, gen_dir, resume) -> tuple[nn.Module, list]:
         self._data_train_x = data.train.x
         self._teacher_path = None
+        plan = self._augment_plan(gen, data)
         student = self._new_model(gen, data)
         objective = self.gen0_objective() if gen == 0 else self.objective()
         teacher = None
@@ -279,7 +293,7 @@ class Lineage:
                 xs = held.x[:n]
                 dev = next(teacher.models[0].parameters()).device
                 probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
-            teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir)
+            teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir, plan)
             log(f"[gen{gen}] teacher {teacher_label(self.rule, gen)}: {self._teacher_path}", self.progress)
         elif objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
@@ -294,7 +308,7 @@ class Lineage:
         trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
         try:
             history = trainer.fit(task, data.train, data.test, num_classes=data.num_classes,
-                                  seed=gen_seed(self.seed, gen), resume=resume, probe=probe)
+                                  seed=gen_seed(self.seed, gen), resume=resume, probe=probe, augment=plan)
         finally:
             task.close()
             if teacher is not None:

@@ -39,7 +39,7 @@ class FrozenTeacher:
         self.model.to(device)
         return self
 
-    def __call__(self, x: Tensor, index: Tensor | None = None) -> Outputs:
+    def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
         self.model.eval()  # stays in eval mode even if someone called .train() on it
         if self._tap is not None:
             self._tap.clear()
@@ -78,7 +78,7 @@ class EnsembleTeacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, index: Tensor | None = None) -> Outputs:
+    def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
         probs = torch.stack([m(x).logits.float().softmax(-1) for m in self.members]).mean(0)
         return Outputs(probs.clamp_min(1e-12).log())
 
@@ -123,6 +123,7 @@ class CachedTeacher:
         self.features = features or {}
         self.layers = tuple(self.features)
         self.how = how
+        self.views = logits.shape[0] if logits.ndim == 3 else 0
 
     @property
     def models(self) -> list[nn.Module]:
@@ -135,27 +136,53 @@ class CachedTeacher:
             self.features = {k: v.to(device) for k, v in self.features.items()}
         return self
 
-    def __call__(self, x: Tensor, index: Tensor | None = None) -> Outputs:
+    def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
         if index is None:
             return self.live(x)
         dev = x.device
         idx = index.to(self.logits.device)
-        logits = self.logits[idx].to(dev, non_blocking=True).float()
-        feats = {k: v[idx].to(dev, non_blocking=True).float() for k, v in self.features.items()}
+        if self.views:  # replayed augmentation: outputs of recorded view ``view[i]`` of sample ``index[i]``
+            if view is None:
+                raise RuntimeError("this teacher cache holds augmented views; the batch must say which view")
+            key = (view.to(self.logits.device), idx)
+        else:
+            key = idx
+        logits = self.logits[key].to(dev, non_blocking=True).float()
+        feats = {k: v[key].to(dev, non_blocking=True).float() for k, v in self.features.items()}
         return Outputs(logits, feats)
 
     def close(self) -> None:
         self.live.close()
 
     def describe(self) -> str:
-        n, c = self.logits.shape
+        n, c = self.logits.shape[-2:]
         extra = f" + features {list(self.features)}" if self.features else ""
+        if self.views:
+            extra += f", {self.views} replayed augmented views per sample"
         return f"cached teacher outputs ({n} x {c} logits{extra}, {str(self.logits.dtype).removeprefix('torch.')}, {self.how})"
 
     @classmethod
     def from_logits(cls, live, logits: Tensor, dtype: torch.dtype = torch.float16) -> CachedTeacher:
         """Wrap logits that were already computed (e.g. by the lineage's evaluation pass)."""
         return cls(live, logits.to(dtype), None, "in memory, reused from the evaluation pass")
+
+    @classmethod
+    def build_views(cls, live, plan, *, batch_size: int = 1024, dtype: torch.dtype = torch.float16) -> CachedTeacher:
+        """Teacher outputs on every recorded augmented view of every training sample (``plan.views`` passes)."""
+        dev = next(live.models[0].parameters()).device
+        n = len(plan.x_full)
+        logits, feats = [], []
+        for v in range(plan.views):
+            chunk_l, chunk_f = [], []
+            for i in range(0, n, batch_size):
+                out = live(plan.view_inputs(v, i, min(n, i + batch_size)).to(dev))
+                chunk_l.append(out.logits.to(dtype))
+                chunk_f.append({k: t.to(dtype) for k, t in out.features.items()})
+            logits.append(torch.cat(chunk_l))
+            feats.append({k: torch.cat([c[k] for c in chunk_f]) for k in chunk_f[0]})
+        stacked = {k: torch.stack([f[k] for f in feats]) for k in feats[0]}
+        mb = (sum(t.numel() * t.element_size() for t in stacked.values()) + sum(t.numel() * t.element_size() for t in logits)) / 2**20
+        return cls(live, torch.stack(logits), stacked, f"in memory ({mb:.1f} MB)")
 
     @classmethod
     def build(cls, live, x: Tensor, *, batch_size: int = 1024, dtype: torch.dtype = torch.float16,

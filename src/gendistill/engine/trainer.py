@@ -27,6 +27,7 @@ from torch.nn.parameter import UninitializedParameter
 from ..analysis.metrics import agreement, kl_teacher_student
 from ..config import TrainConfig
 from ..data import Split, TensorLoader
+from ..data.augment import AugmentPlan
 from ..errors import ConfigError, NonFiniteLossError
 from ..io import atomic_write_text
 from ..knowledge.base import Batch
@@ -140,6 +141,7 @@ class Trainer:
         seed: int = 0,
         resume: bool = False,
         probe: FidelityProbe | None = None,
+        augment: AugmentPlan | None = None,
     ) -> list[dict[str, Any]]:
         cfg, dev = self.cfg, self.device
         distributed.init(dev.type)
@@ -182,6 +184,8 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             loader.load_state_dict(state["loader"])
+            if augment is not None and "augment" in state:
+                augment.load_state_dict(state["augment"])
             torch.set_rng_state(state["torch_rng"])
             if torch.cuda.is_available() and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -202,8 +206,13 @@ class Trainer:
                 correct = torch.zeros((), device=dev)
                 lr = optimizer.param_groups[0]["lr"]
                 for xb, yb, idx in loader:
+                    view = mix = None
+                    if augment is not None:
+                        xb, view, mix = augment.batch(xb, idx)
+                        if mix is not None:
+                            mix = (y[mix[0].to(dev)], mix[1].to(dev))
                     with self._autocast():
-                        parts = step_task(Batch(xb, yb, idx))
+                        parts = step_task(Batch(xb, yb, idx, view, mix))
                     logits = parts.pop("logits", None)
                     optimizer.zero_grad(set_to_none=True)
                     parts["loss"].backward()
@@ -253,6 +262,7 @@ class Trainer:
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
                             "loader": loader.state_dict(),
+                            **({"augment": augment.state_dict()} if augment is not None else {}),
                             "torch_rng": torch.get_rng_state(),
                             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                             "py_rng": _from_py_random_state(random.getstate()),

@@ -35,11 +35,14 @@ class Outputs:
 @dataclass
 class Batch:
     """One training batch. ``index`` holds the samples' positions in the training set (for memory banks
-    and output caches); ``None`` when the data source cannot provide them."""
+    and output caches); ``None`` when the data source cannot provide them. ``view`` and ``mix`` are set
+    when the inputs were augmented (see :mod:`gendistill.data.augment`)."""
 
     x: Tensor
     y: Tensor
     index: Tensor | None = None
+    view: Tensor | None = None  # recorded augmentation view per sample (replayed teacher caches)
+    mix: tuple[Tensor, Tensor] | None = None  # mixup: (partner labels, lambda) per sample
 
 
 class KnowledgeTerm(nn.Module):

@@ -38,7 +38,14 @@ class CrossEntropy(KnowledgeTerm):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return F.cross_entropy(student.logits.float(), batch.y, label_smoothing=self.label_smoothing)
+        logits = student.logits.float()
+        if batch.mix is None:
+            return F.cross_entropy(logits, batch.y, label_smoothing=self.label_smoothing)
+        y2, lam = batch.mix  # mixup: lam * CE(y) + (1 - lam) * CE(y_partner), per sample
+        a = F.cross_entropy(logits, batch.y, reduction="none", label_smoothing=self.label_smoothing)
+        b = F.cross_entropy(logits, y2, reduction="none", label_smoothing=self.label_smoothing)
+        lam = lam.to(logits.device, logits.dtype)
+        return (lam * a + (1 - lam) * b).mean()
 
 
 @METHODS.register(
@@ -63,4 +70,4 @@ class KD(KnowledgeTerm):
         self.temperature = _check_temperature(temperature)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return kl_div_with_temperature(student.logits, teacher.logits, self.temperature)
+        return kl_div_with_temperature(student.logits, teacher.logits.detach(), self.temperature)

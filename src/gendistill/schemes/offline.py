@@ -41,7 +41,7 @@ class DistillTask(nn.Module):
             self._tap.clear()
         logits = self.student(batch.x)
         student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
-        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
         parts = self.objective(student, teacher, batch)
         parts["logits"] = logits
         return parts
