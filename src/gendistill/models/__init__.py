@@ -54,6 +54,6 @@ def describe_model(model: nn.Module) -> str:
     return f"{type(model).__name__} ({n:,} parameters)"
 
 
-from . import cnn, mlp  # noqa: E402,F401  (register models)
+from . import cnn, mlp, resnet_cifar  # noqa: E402,F401  (register models)
 
 __all__ = ["create_model", "build_model", "describe_model", "ModelSpec"]
