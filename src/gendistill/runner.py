@@ -74,8 +74,9 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
 
     distributed.init(select_device(config.train.device).type)  # no-op unless started by torchrun
     root = run_dir_for(config, out)
-    prepare_run_dir(config, root, resume)
+    # data first: a missing or malformed dataset must not leave a half-started run directory behind
     data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)
+    prepare_run_dir(config, root, resume)
     results = []
     summaries = []
     multi = len(config.seeds) > 1

@@ -69,6 +69,6 @@ def load_dataset(name: str, val_fraction: float = 0.0, val_seed: int = 0, **opti
     return bundle
 
 
-from . import digits, mnist1d, synthetic  # noqa: E402,F401  (register datasets)
+from . import digits, mnist1d, synthetic, vision  # noqa: E402,F401  (register datasets)
 
 __all__ = ["DatasetBundle", "Split", "TensorLoader", "load_dataset"]
