@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import data as _data  # noqa: F401  (registers datasets)
 from . import models as _models  # noqa: F401  (registers models)
 from .errors import ConfigError
-from .registry import DATASETS, MODELS, SCHEMES
+from .registry import DATASETS, MODELS, SCHEMES, Registry
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -24,61 +24,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _check_options(kind: str, entry_name: str, options: dict[str, Any], skip: tuple[str, ...]) -> None:
-    registry = {"model": MODELS, "dataset": DATASETS, "scheme": SCHEMES}[kind]
-    entry = registry.get(entry_name)
-    sig = inspect.signature(entry.factory).parameters
-    params = [p for p, v in sig.items() if p not in skip and v.kind is not inspect.Parameter.VAR_KEYWORD]
-    for k in options:
-        if k not in params:
-            raise ValueError(f"unknown option {k!r} for {kind} {entry_name!r}; allowed: {', '.join(params) or '(none)'}")
+class _Registered(BaseModel):
+    """``{name: <registered name>, **options}``: an entry of a registry and its options.
 
-
-class ModelConfig(BaseModel):
-    """``{name: cnn1d, width: 32}``: a registered model and its options."""
+    The name must be registered and every option must be an argument of the entry's factory (minus the
+    arguments gendistill itself passes, listed in ``_passed``)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = "cnn1d"
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v.lower() not in MODELS:
-            raise ValueError(f"unknown model {v!r}; available: {', '.join(MODELS.names())}")
-        return v.lower()
-
-    @model_validator(mode="after")
-    def _options(self) -> ModelConfig:
-        _check_options("model", self.name, self.options, ("num_classes", "input_shape"))
-        return self
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    def spec(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options}
-
-
-class SchemeConfig(BaseModel):
-    """``{name: offline}``: how generations >= 1 are trained (a registered scheme and its options)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str = "offline"
+    _registry: ClassVar[Registry]
+    _passed: ClassVar[tuple[str, ...]] = ()
+    name: str
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
         from . import schemes as _schemes  # noqa: F401  (registers schemes)
 
-        if v.lower() not in SCHEMES:
-            raise ValueError(f"unknown scheme {v!r}; available: {', '.join(SCHEMES.names())}")
+        try:
+            cls._registry.get(v)
+        except ConfigError as e:  # "unknown <kind> ...; available: ...", reported with the key's location
+            raise ValueError(str(e)) from None
         return v.lower()
 
     @model_validator(mode="after")
-    def _options(self) -> SchemeConfig:
-        _check_options("scheme", self.name, self.options, ("student", "objective", "teacher", "data", "gen", "previous", "train",
-                                                            "trajectories"))
+    def _options(self) -> _Registered:
+        entry = self._registry.get(self.name)
+        sig = inspect.signature(entry.factory).parameters
+        params = [p for p, v in sig.items() if p not in self._passed and v.kind is not inspect.Parameter.VAR_KEYWORD]
+        for k in self.options:
+            if k not in params:
+                kind = self._registry.kind
+                raise ValueError(f"unknown option {k!r} for {kind} {self.name!r}; allowed: {', '.join(params) or '(none)'}")
         return self
 
     @property
@@ -89,28 +65,28 @@ class SchemeConfig(BaseModel):
         return {"name": self.name, **self.options}
 
 
-class DataConfig(BaseModel):
+class ModelConfig(_Registered):
+    """``{name: cnn1d, width: 32}``: a registered model and its options."""
+
+    _registry = MODELS
+    _passed = ("num_classes", "input_shape")
+    name: str = "cnn1d"
+
+
+class SchemeConfig(_Registered):
+    """``{name: offline}``: how generations >= 1 are trained (a registered scheme and its options)."""
+
+    _registry = SCHEMES
+    _passed = ("student", "objective", "teacher", "data", "gen", "previous", "train", "trajectories")
+    name: str = "offline"
+
+
+class DataConfig(_Registered):
     """``{name: mnist1d, num_samples: 5000, val_fraction: 0.1}``: a registered dataset and its options."""
 
-    model_config = ConfigDict(extra="allow")
+    _registry = DATASETS
     name: str = "mnist1d"
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v.lower() not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; available: {', '.join(DATASETS.names())}")
-        return v.lower()
-
-    @model_validator(mode="after")
-    def _options(self) -> DataConfig:
-        _check_options("dataset", self.name, self.options, ())
-        return self
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class TrainConfig(_Strict):
