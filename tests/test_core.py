@@ -269,3 +269,21 @@ def test_gen0_from_checkpoint(tiny_data, fast_train, tmp_path):
     again = Lineage(student="mlp", generations=1, train=fast_train, progress="off").fit(tiny_data, teacher=str(path))
     assert again.generations[0]["test_acc"] == first.generations[0]["test_acc"]
     assert again.generations[0]["epochs"] == 0
+
+
+def test_objective_given_as_terms_from_python(tiny_data, fast_train, monkeypatch):
+    from gendistill.engine import trainer as trainer_mod
+
+    seen = []
+    real_fit = trainer_mod.Trainer.fit
+
+    def spy(self, task, *a, **k):
+        seen.append((task.objective.names, task.objective.weights))
+        return real_fit(self, task, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "fit", spy)
+    fast_train.epochs = 1
+    Lineage(student="mlp", generations=1, objective=gd.knowledge.KD(temperature=4), train=fast_train, progress="off").fit(tiny_data)
+    Lineage(student="mlp", generations=1, objective=[KD(2.0), (CrossEntropy(), 0.5)], train=fast_train, progress="off").fit(tiny_data)
+    assert seen[1] == (["kd"], [1.0]) and seen[3] == (["kd", "ce"], [1.0, 0.5])
+    assert seen[0] == (["ce"], [1.0])  # generation 0 learns from labels

@@ -38,7 +38,7 @@ from .engine.progress import log
 from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, load_snapshots, seed_everything
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
-from .knowledge import Objective, build_objective
+from .knowledge import KnowledgeTerm, Objective, build_objective
 from .models import ModelSpec, build_model
 from .registry import SCHEMES
 from .schemes import DistillTask
@@ -52,6 +52,11 @@ ObjectiveSpec = Objective | str | list | Callable[[], Objective]
 def _objective_factory(spec: ObjectiveSpec, temperature: float) -> Callable[[], Objective]:
     if isinstance(spec, Objective):
         return lambda: copy.deepcopy(spec)
+    if isinstance(spec, KnowledgeTerm):  # one term, weight 1: gd.Lineage(objective=gd.knowledge.KD(4))
+        return lambda: Objective([(copy.deepcopy(spec), 1.0)])
+    if isinstance(spec, list) and spec and all(isinstance(t, (KnowledgeTerm, tuple)) for t in spec):
+        pairs = [(t, 1.0) if isinstance(t, KnowledgeTerm) else t for t in spec]  # [KD(4), (CrossEntropy(), 0.5)]
+        return lambda: Objective([(copy.deepcopy(t), float(w)) for t, w in pairs])
     if isinstance(spec, (str, list)):
         return lambda: build_objective(spec, **({"temperature": temperature} if isinstance(spec, str) else {}))
     if callable(spec):
