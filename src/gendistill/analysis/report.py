@@ -468,15 +468,17 @@ def _html_inline(text: str) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1500px;margin:2em auto;padding:0 1.5em;
 color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.3em}h2{font-size:1.25em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
+.tw{overflow-x:auto;margin:.8em 0}table{border-collapse:collapse;font-size:.82em}
+tbody tr:nth-child(even){background:#fafafa}tbody tr:hover{background:#eef5ff}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4}.l{text-align:left}
 code{background:#f4f4f4;padding:0 .25em;border-radius:3px;font-size:.92em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
-.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;max-width:100%}
+.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;flex:1 1 460px;max-width:680px}
+figure.wide{flex-basis:100%;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555;max-width:640px}
 """
 
@@ -504,14 +506,15 @@ def render_html(blocks: list[Block]) -> str:
                 + "</tr>"
                 for r in b[2]
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
         elif kind == "fig":
             if not in_figs:
                 body.append('<div class="figs">')
                 in_figs = True
             data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
+            wide = ' class="wide"' if Path(b[1]).name.startswith("training_") else ""
             body.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
+                f'<figure{wide}><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
                 f"<figcaption>{_html_inline(b[2])}</figcaption></figure>"
             )
         elif kind == "pre":
