@@ -1,0 +1,133 @@
+"""Multi-teacher distillation: a student learns from several frozen teachers at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..knowledge.base import Batch, Objective, Outputs
+from ..knowledge.taps import FeatureTap
+from ..registry import SCHEMES
+from ..teachers import FrozenTeacher
+from .common import label_objective
+from .offline import DistillTask
+
+RULES = ("mean", "weights", "random")
+
+
+class MultiTeacherTask(nn.Module):
+    """Each teacher term of the objective is combined over teachers ``t_1..t_M`` (Gou et al. 2021, Sec. 5.2):
+
+    * ``mean``: ``term = (1/M) sum_m term(s, t_m)`` (You et al. 2017). For KD this has the same gradient as
+      KD towards the mean of the teachers' softened probabilities, since ``sum_m w_m KL(p_m || q)`` and
+      ``KL(sum_m w_m p_m || q)`` differ by a constant in ``q``; for feature terms it averages the losses.
+    * ``weights``: ``term = sum_m w_m term(s, t_m)`` with fixed weights normalised to sum to 1.
+    * ``random``: one teacher drawn uniformly per iteration, ``term = term(s, t_m)``, ``m ~ U{1..M}``
+      (Fukuda et al. 2017), from the seeded global RNG, so runs and resumes are deterministic.
+
+    ``term_teachers`` sends named terms to one teacher each (``{kd: 0, fitnet: 2}``: the KD targets come from
+    generation 0, the hints from generation 2), whatever the rule. Label terms read no teacher. The part
+    ``teacher`` logs the mean index of the teacher drawn by ``random``.
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, teachers: list[nn.Module], rule: str = "mean",
+                 weights: list[float] | None = None, term_teachers: dict[str, int] | None = None):
+        super().__init__()
+        if rule not in RULES:
+            raise ConfigError(f"multi_teacher: rule {rule!r} is unknown; allowed: {', '.join(RULES)}")
+        m = len(teachers)
+        if rule == "weights":
+            if weights is None or len(weights) != m or any(w < 0 for w in weights) or sum(weights) <= 0:
+                raise ConfigError(f"multi_teacher: rule 'weights' needs {m} non-negative weights (one per teacher), "
+                                  f"got {weights}")
+            s = float(sum(weights))
+            self.mix = [float(w) / s for w in weights]
+        else:
+            self.mix = [1.0 / m] * m
+        term_teachers = dict(term_teachers or {})
+        for name, idx in term_teachers.items():
+            if name not in objective.names:
+                raise ConfigError(f"multi_teacher: term_teachers names {name!r}, not a term of the objective "
+                                  f"({', '.join(objective.names)})")
+            if not 0 <= idx < m:
+                raise ConfigError(f"multi_teacher: term_teachers[{name!r}] = {idx} is not a teacher index (0..{m - 1})")
+        self.student, self.objective, self.rule = student, objective, rule
+        self.term_teachers = term_teachers
+        layers: list[set[str]] = [set() for _ in teachers]
+        for name, term in zip(objective.names, objective.terms):
+            for i in ([term_teachers[name]] if name in term_teachers else range(m)):
+                layers[i] |= set(term.teacher_layers)
+        object.__setattr__(self, "teachers", [FrozenTeacher(t, tuple(sorted(ls))) for t, ls in zip(teachers, layers)])
+        s_layers = objective.student_layers
+        self._tap = FeatureTap(student, s_layers, role="student") if s_layers else None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def teacher_models(self) -> list[nn.Module]:
+        return [t.model for t in self.teachers]
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if self._tap is not None:
+            self._tap.clear()
+        logits = self.student(batch.x)
+        student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
+        m = len(self.teachers)
+        drawn = int(torch.randint(m, ())) if self.rule == "random" else None
+        needed = {drawn} if drawn is not None else set(range(m))
+        needed |= set(self.term_teachers.values())
+        if not any(t.needs_teacher for t in self.objective.terms):
+            needed = set()
+        outs: dict[int, Outputs] = {i: self.teachers[i](batch.x, batch.index) for i in sorted(needed)}
+        parts: dict[str, Tensor] = {}
+        total = torch.zeros((), device=logits.device)
+        for name, term, w in zip(self.objective.names, self.objective.terms, self.objective.weights):
+            if not term.needs_teacher:
+                value = term(student, None, batch)
+            elif name in self.term_teachers:
+                value = term(student, outs[self.term_teachers[name]], batch)
+            elif drawn is not None:
+                value = term(student, outs[drawn], batch)
+            else:
+                value = sum(mix * term(student, outs[i], batch) for i, mix in enumerate(self.mix) if mix > 0)
+            parts[name] = value
+            total = total + w * value
+        if drawn is not None:
+            parts["teacher"] = torch.tensor(float(drawn), device=logits.device)
+        return {"loss": total, **parts, "logits": logits}
+
+    def close(self) -> None:
+        for t in self.teachers:
+            t.close()
+        if self._tap is not None:
+            self._tap.remove()
+
+
+@SCHEMES.register("multi_teacher", kind="multi-teacher", gen0=True,
+                  paper="Gou et al. 2021 (survey, Sec. 5.2); You et al. 2017, Learning from Multiple Teacher "
+                        "Networks; Fukuda et al. 2017, Efficient Knowledge Distillation from an Ensemble of Teachers",
+                  summary="several frozen teachers: mean, fixed weights, a random one per step, or one per term")
+def multi_teacher(student: nn.Module, objective: Objective, teacher: Any | None, gen: int, previous: list[nn.Module],
+                  pool: int = 1, teachers: list[int] | None = None, rule: str = "mean",
+                  weights: list[float] | None = None, term_teachers: dict[str, int] | None = None,
+                  **_: Any) -> nn.Module:
+    """Generations ``0..pool-1`` are the teacher pool, trained from labels only (the objective's label
+    terms), each with its own architecture from ``generations.archs`` and its own seed. Every later
+    generation learns from the generations listed in ``teachers`` (default: all earlier ones) by ``rule``
+    (``mean`` | ``weights`` | ``random``), with ``weights`` for ``rule=weights`` and ``term_teachers``
+    (``{term name: position in teachers}``) for per-term teachers. The lineage's own teacher rule is not used
+    by this scheme; its ``agree(teacher)`` column still compares with that rule's teacher."""
+    if pool < 1:
+        raise ConfigError(f"multi_teacher: pool must be >= 1, got {pool}")
+    if gen < pool:
+        return DistillTask(student, label_objective(objective), None)
+    chosen = list(range(gen)) if teachers is None else list(teachers)
+    bad = [g for g in chosen if not 0 <= g < gen]
+    if bad or not chosen:
+        raise ConfigError(f"multi_teacher: generation {gen} can learn from generations 0..{gen - 1}, "
+                          f"got teachers={teachers}")
+    return MultiTeacherTask(student, objective, [previous[g] for g in chosen], rule, weights, term_teachers)

@@ -1,0 +1,216 @@
+"""Online distillation: networks trained together teach each other; no frozen, pre-trained teacher is needed.
+
+* ``dml``: deep mutual learning (Zhang et al. 2018): K peers, each also distils from the others.
+* ``one``: On-the-fly Native Ensemble (Lan et al. 2018): branches on a shared trunk, taught by their gated
+  ensemble.
+
+Both are registered with ``gen0=True``: they train generation 0 from labels (their own online teachers), and
+a later generation adds the lineage's frozen teacher through the objective's teacher terms.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import DatasetBundle
+from ..errors import ConfigError
+from ..knowledge.base import Batch, Objective, Outputs
+from ..knowledge.taps import FeatureTap
+from ..models import build_model
+from ..registry import SCHEMES
+from .common import fresh_copy, kl_to, pooled, split_at, stages
+
+
+class _Objectives(nn.ModuleList):
+    """One objective per peer (terms may hold state or parameters); the trainer's ``setup`` reaches all."""
+
+    def setup(self, *, num_train: int, num_classes: int) -> None:
+        for o in self:
+            o.setup(num_train=num_train, num_classes=num_classes)
+
+
+class MutualLearning(nn.Module):
+    """Deep mutual learning (Zhang, Xiang, Hospedales & Lu 2018, arXiv:1706.00384).
+
+    For peers ``k = 1..K`` with logits ``z_k``:
+
+    ``L = sum_k [ objective(z_k) + w * T^2 / (K-1) * sum_{l != k} KL(softmax(z_l/T) || softmax(z_k/T)) ]``
+
+    Each peer's KL targets are the other peers' detached predictions, so one backward pass of the sum gives
+    every peer exactly the gradient of its own loss: all peers take their step at the same time (the paper
+    alternates them within an iteration; the simultaneous form is the common reimplementation). The
+    objective is ``ce`` at generation 0; at a later generation its teacher terms read the lineage's teacher.
+
+    The evaluated network (``eval_model``) is peer 0, the lineage's student. The other peers' training
+    accuracy is logged as ``peer<k>_acc``; with ``weight=0`` the peers train independently (the baseline).
+    """
+
+    def __init__(self, student: nn.Module, peers: list[nn.Module], objective: Objective, teacher: Any | None = None,
+                 weight: float = 1.0, temperature: float = 1.0):
+        super().__init__()
+        if not peers:
+            raise ConfigError("dml needs peers >= 2 (the student and at least one more network)")
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        self.peers = nn.ModuleList([student, *peers])
+        self.objective = _Objectives([objective] + [copy.deepcopy(objective) for _ in peers])
+        object.__setattr__(self, "teacher", teacher)
+        self.weight, self.temperature = float(weight), float(temperature)
+        layers = objective.student_layers
+        self._taps = [FeatureTap(p, layers, role="student") for p in self.peers] if layers else []
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.peers[0]
+
+    def teacher_models(self) -> list[nn.Module]:
+        return list(self.teacher.models) if self.teacher is not None else []
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        outs = []
+        for k, peer in enumerate(self.peers):
+            if self._taps:
+                self._taps[k].clear()
+            z = peer(batch.x)
+            outs.append(Outputs(z, dict(self._taps[k].features) if self._taps else {}))
+        teacher = self.teacher(batch.x, batch.index) if self.objective[0].needs_teacher else None
+        K = len(outs)
+        total, mutual = 0.0, 0.0
+        parts: dict[str, Tensor] = {}
+        for k, out in enumerate(outs):
+            own = self.objective[k](out, teacher, batch)
+            if k == 0:
+                parts.update({n: v for n, v in own.items() if n != "loss"})
+            m = sum(kl_to(out.logits, outs[j].logits, self.temperature) for j in range(K) if j != k) / (K - 1)
+            total = total + own["loss"] + self.weight * m
+            mutual = mutual + m / K
+        parts["mutual"] = mutual
+        for k in range(1, K):
+            parts[f"peer{k}_acc"] = (outs[k].logits.detach().argmax(-1) == batch.y).float().mean()
+        return {"loss": total, **parts, "logits": outs[0].logits}
+
+    def close(self) -> None:
+        for t in self._taps:
+            t.remove()
+
+
+@SCHEMES.register("dml", kind="online", gen0=True, cacheable=True,
+                  paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (arXiv:1706.00384)",
+                  summary="K peers trained together, each distilling from the others' predictions")
+def dml(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, peers: int = 2,
+        weight: float = 1.0, temperature: float = 1.0, peer_model: dict[str, Any] | None = None,
+        **_: Any) -> MutualLearning:
+    """Deep mutual learning: ``peers`` networks (the student plus ``peers - 1`` others: fresh copies of the
+    student, or ``peer_model`` such as ``{name: mlp, width: 64}``); ``weight`` and ``temperature`` of the
+    mutual KL. The evaluated model is the student (peer 0)."""
+    if peers < 2:
+        raise ConfigError(f"dml needs peers >= 2, got {peers}")
+    others = [build_model(peer_model, data.num_classes, data.input_shape) if peer_model else fresh_copy(student)
+              for _ in range(peers - 1)]
+    return MutualLearning(student, others, objective, teacher, weight, temperature)
+
+
+class _GatedEnsemble(nn.Module):
+    """``trunk -> m branches -> sum_i g_i(x) z_i(x)`` with ``g = softmax(W pool(trunk(x)))``."""
+
+    def __init__(self, trunk: nn.Module, branches: nn.ModuleList, gate: nn.Module):
+        super().__init__()
+        self.trunk, self.branches, self.gate = trunk, branches, gate
+
+    def forward_all(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        h = self.trunk(x)
+        zs = [b(h) for b in self.branches]
+        g = self.gate(pooled(h)).softmax(-1)
+        ens = (torch.stack(zs, -1) * g[:, None, :]).sum(-1)
+        return zs, ens
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_all(x)[1]
+
+
+class NativeEnsemble(nn.Module):
+    """ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong 2018, arXiv:1806.04606).
+
+    The student is split into a shared trunk (low-level layers) and a head; ``m - 1`` more copies of the head
+    become branches, and a gate ``g = softmax(W pool(trunk(x)))`` weights them into the teacher
+    ``z_e = sum_i g_i z_i``:
+
+    ``L = sum_i objective(z_i) + CE(z_e, y) + w * T^2 * sum_i KL(softmax(z_e/T) || softmax(z_i/T))``
+
+    with ``z_e`` detached as the KL target, so the gate and the ensemble learn from ``CE(z_e, y)`` and the
+    branches from the ensemble. Gradients of every branch meet in the shared trunk, which is where the
+    student gains.
+
+    The evaluated network is the student itself, i.e. the trunk with branch 0: the deployable single branch
+    ("ONE" in the paper's tables, not "ONE-E"). The gated ensemble's training accuracy is logged as
+    ``ensemble_acc``; :attr:`ensemble` is the gated network, for evaluating it separately.
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, input_shape: tuple[int, ...],
+                 branches: int = 3, branch_at: str | None = None, weight: float = 1.0, temperature: float = 3.0):
+        super().__init__()
+        if branches < 2:
+            raise ConfigError(f"one needs branches >= 2, got {branches}")
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        if objective.student_layers:
+            raise ConfigError("one: feature-based terms are not supported (the branches share one trunk); "
+                              "use logit-based terms")
+        names = stages(student)
+        branch_at = branch_at or (names[-1] if names else None)
+        if branch_at is None:
+            raise ConfigError("one: the student has no 'layer*' children; give branch_at, the child where branches start")
+        trunk, head = split_at(student, branch_at, input_shape)
+        heads = nn.ModuleList([head] + [fresh_copy(head) for _ in range(branches - 1)])
+        with torch.no_grad():
+            was = student.training
+            student.eval()
+            width = pooled(trunk(torch.zeros(2, *input_shape))).shape[1]
+            student.train(was)
+        self.student = student
+        self.ensemble = _GatedEnsemble(trunk, heads, nn.Linear(width, branches))
+        self.objective = objective
+        object.__setattr__(self, "teacher", teacher)
+        self.weight, self.temperature = float(weight), float(temperature)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def teacher_models(self) -> list[nn.Module]:
+        return list(self.teacher.models) if self.teacher is not None else []
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        zs, ens = self.ensemble.forward_all(batch.x)
+        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        total = F.cross_entropy(ens.float(), batch.y)
+        parts: dict[str, Tensor] = {"ensemble_ce": total.detach()}
+        kd = 0.0
+        for i, z in enumerate(zs):
+            own = self.objective(Outputs(z), teacher, batch)
+            if i == 0:
+                parts.update({n: v for n, v in own.items() if n != "loss"})
+            k = kl_to(z, ens, self.temperature)
+            total = total + own["loss"] + self.weight * k
+            kd = kd + k / len(zs)
+        parts["one_kd"] = kd
+        parts["ensemble_acc"] = (ens.detach().argmax(-1) == batch.y).float().mean()
+        return {"loss": total, **parts, "logits": zs[0]}
+
+    def close(self) -> None:
+        pass
+
+
+@SCHEMES.register("one", kind="online", gen0=True, cacheable=True,
+                  paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-fly Native Ensemble (arXiv:1806.04606)",
+                  summary="branches on a shared trunk, each distilling from their gated ensemble")
+def one(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, branches: int = 3,
+        branch_at: str | None = None, weight: float = 1.0, temperature: float = 3.0, **_: Any) -> NativeEnsemble:
+    """ONE: ``branches`` heads from ``branch_at`` (default: the student's last ``layer*`` child) on a shared
+    trunk, gated into an ensemble teacher. The evaluated model is the student (trunk + branch 0)."""
+    return NativeEnsemble(student, objective, teacher, data.input_shape, branches, branch_at, weight, temperature)

@@ -1,0 +1,188 @@
+"""Self-distillation: the network teaches itself, with no separate teacher.
+
+* ``byot``: Be Your Own Teacher (Zhang et al. 2019): auxiliary classifiers on intermediate stages learn from
+  the deepest one.
+* ``pskd``: progressive self-knowledge distillation (Kim et al. 2021): the targets mix the labels with the
+  model's own predictions from the previous epoch.
+* Teacher-free KD (Yuan et al. 2020) needs no scheme: it is the knowledge term ``tf_kd``, used in an
+  objective (see ``examples/schemes/tf_kd.yaml``).
+
+Both schemes are registered with ``gen0=True``: they train generation 0 too. At a later generation the
+objective's teacher terms read the lineage's teacher as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import DatasetBundle
+from ..errors import ConfigError
+from ..knowledge.base import Batch, Objective, Outputs
+from ..knowledge.taps import FeatureTap
+from ..registry import SCHEMES
+from .common import kl_to, soft_cross_entropy, stages, teacher_objective
+
+
+def _aux_head(shape: torch.Size, num_classes: int) -> nn.Module:
+    """A small classifier on a feature map: a strided conv block (BYOT's "bottleneck") for ``(N, C, *S)``
+    maps, a hidden layer for vectors, then global pooling and a linear layer."""
+    if len(shape) == 2:
+        d = shape[1]
+        return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, num_classes))
+    c, dims = shape[1], len(shape) - 2
+    conv, bn, pool = {1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
+                      3: (nn.Conv3d, nn.BatchNorm3d, nn.AdaptiveAvgPool3d)}[dims]
+    return nn.Sequential(conv(c, 2 * c, 3, stride=2, padding=1), bn(2 * c), nn.ReLU(), pool(1), nn.Flatten(),
+                         nn.Linear(2 * c, num_classes))
+
+
+class BeYourOwnTeacher(nn.Module):
+    """Be Your Own Teacher (Zhang, Song, Gao, Chen, Bao & Ma 2019, arXiv:1905.08094).
+
+    Auxiliary classifiers ``z_1..z_{C-1}`` sit on the student's intermediate stages (feature taps); the
+    network's own output ``z_C`` is the deepest classifier and the teacher of the others:
+
+    ``L = objective(z_C) + sum_{i<C} [ (1 - a) CE(z_i, y) + a T^2 KL(softmax(z_C/T) || softmax(z_i/T)) ]``
+
+    with ``z_C`` detached as a target. The paper's third term (an L2 hint between each stage's and the
+    deepest features) is left out: it needs matching feature shapes and its weight is small. Defaults follow
+    the paper: ``a = 0.3``, ``T = 3``. The evaluated network is the student's final head (the auxiliary
+    heads are dropped at export); their training accuracy is logged as ``head<i>_acc``.
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, num_classes: int,
+                 input_shape: tuple[int, ...], layers: list[str] | None = None, alpha: float = 0.3,
+                 temperature: float = 3.0):
+        super().__init__()
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        layers = list(layers) if layers is not None else stages(student)[:-1]
+        if not layers:
+            raise ConfigError("byot needs intermediate layers for the auxiliary heads; give layers=[...] "
+                              "(names of the student's submodules)")
+        self.student, self.objective = student, objective
+        object.__setattr__(self, "teacher", teacher)
+        self.layers, self.alpha, self.temperature = layers, float(alpha), float(temperature)
+        self._tap = FeatureTap(student, sorted(set(layers) | set(objective.student_layers)), role="student")
+        was = student.training
+        student.eval()
+        with torch.no_grad():
+            self._tap.clear()
+            student(torch.zeros(2, *input_shape))
+            shapes = {n: self._tap.features[n].shape for n in layers}
+        student.train(was)
+        self.heads = nn.ModuleList([_aux_head(shapes[n], num_classes) for n in layers])
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def teacher_models(self) -> list[nn.Module]:
+        return list(self.teacher.models) if self.teacher is not None else []
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        self._tap.clear()
+        logits = self.student(batch.x)
+        feats = dict(self._tap.features)
+        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        parts = self.objective(Outputs(logits, feats), teacher, batch)
+        total = parts.pop("loss")
+        ce = kd = 0.0
+        for i, (name, head) in enumerate(zip(self.layers, self.heads)):
+            z = head(feats[name])
+            c, k = F.cross_entropy(z.float(), batch.y), kl_to(z, logits, self.temperature)
+            total = total + (1 - self.alpha) * c + self.alpha * k
+            ce, kd = ce + c, kd + k
+            parts[f"head{i + 1}_acc"] = (z.detach().argmax(-1) == batch.y).float().mean()
+        return {"loss": total, **parts, "byot_ce": ce, "byot_kd": kd, "logits": logits}
+
+    def close(self) -> None:
+        self._tap.remove()
+
+
+@SCHEMES.register("byot", kind="self", gen0=True, cacheable=True,
+                  paper="Zhang et al. 2019, Be Your Own Teacher: Improve the Performance of Convolutional Neural "
+                        "Networks via Self Distillation (arXiv:1905.08094)",
+                  summary="auxiliary heads on intermediate stages learn from the deepest head")
+def byot(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle,
+         layers: list[str] | None = None, alpha: float = 0.3, temperature: float = 3.0, **_: Any) -> BeYourOwnTeacher:
+    """BYOT: auxiliary heads on ``layers`` (default: every ``layer*`` child but the last), weight ``alpha``
+    of their KL to the deepest head at ``temperature``. The evaluated model is the student's final head."""
+    return BeYourOwnTeacher(student, objective, teacher, data.num_classes, data.input_shape, layers, alpha, temperature)
+
+
+class ProgressiveSelfKD(nn.Module):
+    """Progressive self-knowledge distillation, PS-KD (Kim, Ji, Yoon & Hwang 2021, arXiv:2006.12000).
+
+    At epoch ``t`` of ``E`` the target of sample ``i`` is
+
+    ``q_i^t = (1 - a_t) onehot(y_i) + a_t p_i^{t-1}``,   ``a_t = a_E * t / E``
+
+    where ``p_i^{t-1}`` is the model's own softmax on sample ``i`` recorded during epoch ``t-1`` (one-hot in
+    the first epoch), and the loss is ``-sum_c q_i^t(c) log p_i^t(c)``. The predictions are kept in a
+    ``(num_train, C)`` buffer indexed by ``batch.index`` and saved with the task, so resume is exact. The
+    objective's label terms are replaced by this loss; its teacher terms (a later generation) are added.
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, num_train: int,
+                 num_classes: int, alpha: float = 0.8):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"pskd: alpha must be in [0, 1], got {alpha}")
+        self.student = student
+        self.objective = teacher_objective(objective)
+        if self.objective is not None and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        if self.objective is not None and self.objective.student_layers:
+            raise ConfigError("pskd: feature-based terms are not supported; use logit-based terms")
+        object.__setattr__(self, "teacher", teacher)
+        self.alpha_final = float(alpha)
+        self.alpha = 0.0
+        self.register_buffer("memory", torch.zeros(num_train, num_classes))
+        self.register_buffer("seen", torch.zeros(num_train, dtype=torch.bool))
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def teacher_models(self) -> list[nn.Module]:
+        return list(self.teacher.models) if self.teacher is not None else []
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        self.alpha = self.alpha_final * epoch / total_epochs
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if batch.index is None:
+            raise ConfigError("pskd needs the samples' indices (an in-memory training split)")
+        logits = self.student(batch.x)
+        onehot = F.one_hot(batch.y, logits.shape[-1]).float()
+        past = torch.where(self.seen[batch.index, None], self.memory[batch.index], onehot)
+        target = (1 - self.alpha) * onehot + self.alpha * past
+        loss = soft_cross_entropy(logits, target)
+        parts: dict[str, Tensor] = {"pskd": loss}
+        if self.training:
+            with torch.no_grad():
+                self.memory[batch.index] = logits.detach().float().softmax(-1)
+                self.seen[batch.index] = True
+        if self.objective is not None:
+            own = self.objective(Outputs(logits), self.teacher(batch.x, batch.index), batch)
+            loss = loss + own.pop("loss")
+            parts.update(own)
+        return {"loss": loss, **parts, "logits": logits}
+
+    def close(self) -> None:
+        pass
+
+
+@SCHEMES.register("pskd", kind="self", gen0=True, cacheable=True,
+                  paper="Kim, Ji, Yoon & Hwang 2021, Self-Knowledge Distillation with Progressive Refinement of "
+                        "Targets (arXiv:2006.12000)",
+                  summary="targets mix labels with the model's own previous-epoch predictions")
+def pskd(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, alpha: float = 0.8,
+         **_: Any) -> ProgressiveSelfKD:
+    """PS-KD with final mixing weight ``alpha`` (``a_E``; the paper uses 0.8)."""
+    return ProgressiveSelfKD(student, objective, teacher, len(data.train), data.num_classes, alpha)

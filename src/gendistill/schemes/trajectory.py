@@ -1,0 +1,86 @@
+"""Route Constrained Optimization (Jin et al. 2019): the teacher's training trajectory as a curriculum."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..knowledge.base import Batch, Objective
+from ..registry import SCHEMES
+from ..teachers import FrozenTeacher, freeze
+from .offline import DistillTask
+
+
+class RouteTask(DistillTask):
+    """Route Constrained Optimization, RCO (Jin, Peng, Wu, Liu, Wang & Yan 2019, arXiv:1904.09149).
+
+    Anchor teachers ``a_1..a_n`` are checkpoints taken along the teacher's own training (the last anchor is
+    the converged teacher). The student follows them in order with the "equal epoch interval" strategy:
+    during epoch ``t`` of ``E`` it distils, through the objective, from anchor
+
+    ``k(t) = min(n, floor((t - 1) n / E) + 1)``
+
+    so an easy, early teacher comes first and the final teacher last. The part ``anchor`` logs the training
+    epoch of the anchor in use (``train.epochs`` for the converged teacher).
+    """
+
+    def __init__(self, student: nn.Module, objective: Objective, anchors: list[tuple[int, nn.Module]]):
+        if not anchors:
+            raise ConfigError("rco needs at least one anchor teacher")
+        layers = tuple(objective.teacher_layers)
+        super().__init__(student, objective, FrozenTeacher(anchors[0][1], layers))
+        self.anchors, self.stage, self._layers = anchors, 0, layers
+
+    def teacher_models(self) -> list[nn.Module]:
+        return [m for _, m in self.anchors]
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        stage = min(len(self.anchors) - 1, (epoch - 1) * len(self.anchors) // total_epochs)
+        if stage != self.stage:
+            self.teacher.close()
+            object.__setattr__(self, "teacher", FrozenTeacher(self.anchors[stage][1], self._layers))
+            self.stage = stage
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        parts = super().forward(batch)
+        parts["anchor"] = parts["loss"].new_tensor(float(self.anchors[self.stage][0]))
+        return parts
+
+    def close(self) -> None:
+        super().close()
+        self.teacher.close()
+
+
+@SCHEMES.register("rco", kind="trajectory",
+                  paper="Jin et al. 2019, Knowledge Distillation via Route Constrained Optimization (arXiv:1904.09149)",
+                  summary="the teacher's training checkpoints, in order, as a curriculum of anchor teachers")
+def rco(student: nn.Module, objective: Objective, teacher: Any | None, previous: list[nn.Module],
+        train: Any = None, trajectories: list[dict[int, dict[str, Tensor]]] | None = None, anchors: list[int] | None = None,
+        **_: Any) -> RouteTask:
+    """RCO from the previous generation's trajectory. The lineage hook: with ``train.snapshot_epochs``
+    (e.g. ``[3, 6, 10]``) the trainer saves the evaluated model after those epochs, to
+    ``<gen dir>/snapshots/epoch<e>.safetensors`` and in memory; the lineage hands each generation's snapshots
+    to the scheme as ``trajectories`` (read back from disk when a finished generation is resumed). ``anchors``
+    picks some of the snapshot epochs (default: all); the converged teacher is always the last anchor."""
+    g = len(previous) - 1
+    snaps = (trajectories or [])[g] if trajectories and len(trajectories) > g else {}
+    if not snaps:
+        now = f" (now {list(train.snapshot_epochs)} with train.epochs={train.epochs})" if train is not None else ""
+        raise ConfigError(
+            f"rco needs generation {g}'s training trajectory: set train.snapshot_epochs{now} to epochs within "
+            f"training, e.g. [3, 6, 10], and train generation {g} in this run (a given gen0_checkpoint has none)"
+        )
+    epochs = sorted(snaps) if anchors is None else list(anchors)
+    missing = [e for e in epochs if e not in snaps]
+    if missing:
+        raise ConfigError(f"rco: anchors {missing} were not saved; saved epochs: {sorted(snaps)}")
+    final = previous[g]
+    models = []
+    for e in epochs:
+        m = copy.deepcopy(final)
+        m.load_state_dict(snaps[e])
+        models.append((e, freeze(m)))
+    return RouteTask(student, objective, models + [(train.epochs if train is not None else 0, final)])
