@@ -85,6 +85,31 @@ def compare(
         atomic_write_text(md, table + "\n")
 
 
+@app.command("eval")
+def eval_(
+    teacher: Annotated[Path, typer.Option(help="teacher safetensors file (e.g. runs/x/gen0/model.safetensors)")],
+    student: Annotated[Path, typer.Option(help="student safetensors file")],
+    data: Annotated[str, typer.Option(help="dataset name (gendistill list datasets), as the models were trained on")],
+    teacher_model: Annotated[str | None, typer.Option(help="override the architecture: NAME or NAME:key=value,...")] = None,
+    student_model: Annotated[str | None, typer.Option(help="override the architecture: NAME or NAME:key=value,...")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dataset option: --set data.num_samples=5000")] = None,
+    json_: Annotated[Path | None, typer.Option("--json", help="also write every figure to this JSON file")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Fidelity (agreement, KL(t||s)) and accuracy, NLL, Brier, ECE of two saved models, test and train splits."""
+    from .analysis.evaluate_cli import evaluate_pair, format_result
+    from .io import write_json
+
+    try:
+        result = evaluate_pair(teacher, student, data, teacher_model, student_model, set_ or [], device)
+    except GendistillError as e:
+        _fail(str(e))
+    typer.echo(format_result(result))
+    if json_ is not None:
+        write_json(json_, result)
+        typer.echo(f"wrote {json_}")
+
+
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models | datasets")] = "methods") -> None:
     """List the registered methods, models or datasets."""
