@@ -204,6 +204,7 @@ class Trainer:
                 task.train()
                 sums: dict[str, Tensor] = {}
                 correct = torch.zeros((), device=dev)
+                scored = False  # a task that returns no "logits" (data-free) gets no training accuracy
                 lr = optimizer.param_groups[0]["lr"]
                 for xb, yb, idx in loader:
                     view = mix = None
@@ -226,6 +227,7 @@ class Trainer:
                         sums[k] = sums[k] + v if k in sums else v
                     if logits is not None:
                         correct += (logits.detach().argmax(-1) == yb).sum()
+                        scored = True
                     bar.advance()
                 seen = len(loader) * cfg.batch_size if loader.drop_last else n
                 if world > 1:  # one collective per epoch: every part's sum and the correct count
@@ -237,7 +239,7 @@ class Trainer:
                 for k, v in sums.items():
                     row[f"train_{k}"] = v.item() / seen
                 self._check_finite(row, epoch)
-                row["train_acc"] = correct.item() / seen
+                row["train_acc"] = correct.item() / seen if scored else None
                 row["train_seconds"] = time.perf_counter() - t0
                 t_eval = time.perf_counter()
                 if test is not None:

@@ -54,7 +54,7 @@ class AdversarialTask(DistillTask):
             self._tap.clear()
         logits = self.student(batch.x)
         student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
-        teacher = self.teacher(batch.x, batch.index)
+        teacher = self.teacher(batch.x, batch.index, batch.view)
         parts = self.objective(student, teacher if self.objective.needs_teacher else None, batch)
         real, fake = self._input(teacher.logits, batch.y), self._input(logits, batch.y)
         d_real, d_fake = self.discriminator(real).squeeze(-1), self.discriminator(fake.detach()).squeeze(-1)

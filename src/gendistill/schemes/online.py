@@ -78,7 +78,7 @@ class MutualLearning(nn.Module):
                 self._taps[k].clear()
             z = peer(batch.x)
             outs.append(Outputs(z, dict(self._taps[k].features) if self._taps else {}))
-        teacher = self.teacher(batch.x, batch.index) if self.objective[0].needs_teacher else None
+        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective[0].needs_teacher else None
         K = len(outs)
         total, mutual = 0.0, 0.0
         parts: dict[str, Tensor] = {}
@@ -187,7 +187,7 @@ class NativeEnsemble(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         zs, ens = self.ensemble.forward_all(batch.x)
-        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
         total = F.cross_entropy(ens.float(), batch.y)
         parts: dict[str, Tensor] = {"ensemble_ce": total.detach()}
         kd = 0.0

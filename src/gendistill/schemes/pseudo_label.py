@@ -108,7 +108,8 @@ class NoisyStudentTask(_PseudoLabelBase):
         if self.teacher is not None:
             u = ~lab
             with torch.no_grad():
-                q = (self.teacher(batch.x[u], batch.index[u]).logits.float() / self.temperature).softmax(-1)
+                view = batch.view[u] if batch.view is not None else None
+                q = (self.teacher(batch.x[u], batch.index[u], view).logits.float() / self.temperature).softmax(-1)
                 keep = q.max(-1).values >= self.threshold
                 if self.hard:
                     q = F.one_hot(q.argmax(-1), q.shape[-1]).float()

@@ -88,7 +88,7 @@ class BeYourOwnTeacher(nn.Module):
         self._tap.clear()
         logits = self.student(batch.x)
         feats = dict(self._tap.features)
-        teacher = self.teacher(batch.x, batch.index) if self.objective.needs_teacher else None
+        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
         parts = self.objective(Outputs(logits, feats), teacher, batch)
         total = parts.pop("loss")
         ce = kd = 0.0
@@ -169,7 +169,7 @@ class ProgressiveSelfKD(nn.Module):
                 self.memory[batch.index] = logits.detach().float().softmax(-1)
                 self.seen[batch.index] = True
         if self.objective is not None:
-            own = self.objective(Outputs(logits), self.teacher(batch.x, batch.index), batch)
+            own = self.objective(Outputs(logits), self.teacher(batch.x, batch.index, batch.view), batch)
             loss = loss + own.pop("loss")
             parts.update(own)
         return {"loss": loss, **parts, "logits": logits}
