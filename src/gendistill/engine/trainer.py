@@ -98,6 +98,14 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _fold(sums: dict[str, Tensor], names: tuple[str, ...] | None, acc: Tensor | None) -> None:
+    """Add the accumulated vector ``acc`` (one entry per name) into the per-part sums."""
+    if names is None or acc is None:
+        return
+    for k, v in zip(names, acc.unbind()):
+        sums[k] = sums[k] + v if k in sums else v
+
+
 class Trainer:
     """Runs a task for ``config.epochs`` epochs over an in-memory training split.
 
@@ -203,6 +211,8 @@ class Trainer:
                     task.on_epoch_start(epoch, cfg.epochs)
                 task.train()
                 sums: dict[str, Tensor] = {}
+                names: tuple[str, ...] | None = None
+                acc: Tensor | None = None
                 correct = torch.zeros((), device=dev)
                 scored = False  # a task that returns no "logits" (data-free) gets no training accuracy
                 lr = optimizer.param_groups[0]["lr"]
@@ -221,14 +231,16 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     optimizer.step()
                     scheduler.step()
-                    b = len(yb)
-                    for k, v in parts.items():
-                        v = v.detach().float() * b
-                        sums[k] = sums[k] + v if k in sums else v
+                    # every part's batch-weighted sum in one device vector: a few ops per step, no sync
+                    if names is None or len(parts) != len(names) or any(a != b for a, b in zip(parts, names)):
+                        _fold(sums, names, acc)
+                        names, acc = tuple(parts), torch.zeros(len(parts), device=dev)
+                    acc.add_(torch.stack([v.detach() for v in parts.values()]).float(), alpha=len(yb))
                     if logits is not None:
                         correct += (logits.detach().argmax(-1) == yb).sum()
                         scored = True
                     bar.advance()
+                _fold(sums, names, acc)
                 seen = len(loader) * cfg.batch_size if loader.drop_last else n
                 if world > 1:  # one collective per epoch: every part's sum and the correct count
                     names = list(sums)
