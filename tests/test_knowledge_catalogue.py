@@ -209,11 +209,34 @@ def test_fsp_closed_form_and_pooling():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-def test_fsp_needs_equal_channels():
+def test_fsp_without_adapter_needs_equal_channels():
     so = outs([[0.0]], a=np.ones((1, 2, 3)), b=np.ones((1, 2, 3)))
     to = outs([[0.0]], a=np.ones((1, 4, 3)), b=np.ones((1, 2, 3)))
-    with pytest.raises(ConfigError, match="equal channel counts"):
-        term({"term": "fsp", "layers": ["a", "b"]})(so, to, batch(1))
+    with pytest.raises(ConfigError, match="equal channel counts.*adapter: auto"):
+        term({"term": "fsp", "layers": ["a", "b"], "adapter": False})(so, to, batch(1))
+    with pytest.raises(ConfigError, match="objective.fsp: fsp adapter must be 'auto', true or false"):
+        term({"term": "fsp", "layers": ["a", "b"], "adapter": "yes"})
+
+
+def test_fsp_adapter_bridges_channels_by_hand():
+    # student a has 1 channel, teacher a 2: "auto" learns r_a (1 -> 2) and keeps b as it is (1 = 1 channel).
+    # With r_a(x) = [2x, -x] (no bias): a_s = [1, 2] -> [[2, 4], [-1, -2]], b_s = [3, 4] -> G_s = [[11], [-5.5]]
+    so = outs([[0.0]], a=[[[1.0, 2.0]]], b=[[[3.0, 4.0]]])
+    to = outs([[0.0]], a=[[[1.0, 1.0], [0.0, 2.0]]], b=[[[1.0, 1.0]]])  # G_t = [[1], [1]]
+    t = term({"term": "fsp", "layers": ["a", "b"]})
+    with torch.no_grad():
+        t(so, to, batch(1))  # the dry run builds r_a and drops r_b
+    assert isinstance(t.adapters[1], torch.nn.Identity)
+    assert [tuple(p.shape) for p in t.parameters()] == [(2, 1), (2,)]
+    with torch.no_grad():
+        t.adapters[0].weight0.copy_(torch.tensor([[2.0], [-1.0]]))
+        t.adapters[0].bias0.zero_()
+    assert value(t, so, to, batch(1)) == pytest.approx(((11 - 1) ** 2 + (-5.5 - 1) ** 2) / 2)
+    # adapter: true adapts every layer, even those with equal channels
+    t_all = term({"term": "fsp", "layers": ["a", "b"], "adapter": True})
+    with torch.no_grad():
+        t_all(so, to, batch(1))
+    assert [tuple(p.shape) for p in t_all.parameters()] == [(2, 1), (2,), (1, 1), (1,)]
 
 
 def test_nst_closed_form_and_polynomial_kernel():
@@ -536,9 +559,8 @@ def test_every_catalogue_method_is_registered_with_kind_and_paper():
 
 @pytest.mark.parametrize("method", MINE)
 def test_gradients_reach_student_never_teacher(method):
-    teacher_shapes = STUDENT_SHAPES if method == "fsp" else WIDE_TEACHER
     student = make_outputs(STUDENT_SHAPES, True, seed=1)
-    teacher = make_outputs(teacher_shapes, True, seed=2)
+    teacher = make_outputs(WIDE_TEACHER, True, seed=2)
     t, loss = run_case(method, student, teacher)
     assert loss.dim() == 0 and loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
@@ -577,12 +599,10 @@ def test_identical_student_and_teacher_give_zero(method):
 
 
 def test_build_objective_from_config_with_every_method():
-    spec = [{"term": "ce", "weight": 1.0}] + [
-        dict(c, weight=0.5) for c in CASES.values() if c["term"] != "fsp"
-    ]
+    spec = [{"term": "ce", "weight": 1.0}] + [dict(c, weight=0.5) for c in CASES.values()]
     objective = build_objective(spec)
     objective.setup(num_train=40, num_classes=5)
-    assert set(objective.names) == {"ce", *MINE} - {"fsp"}
+    assert set(objective.names) == {"ce", *MINE}
     assert objective.student_layers == ["layer1", "layer2", "layer3", "pool"]
     student = make_outputs(STUDENT_SHAPES, True, seed=4)
     teacher = make_outputs(WIDE_TEACHER, False, seed=5)

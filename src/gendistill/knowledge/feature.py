@@ -318,34 +318,58 @@ class FSP(KnowledgeTerm):
     ``L = sum_pairs mean_{n,i,j} ( G_s - G_t )^2``
 
     (the paper sums the squared entries; the mean only rescales the weight). ``G`` is ``C1 x C2``, so the
-    student's and the teacher's layers must have the same channel counts; spatial sizes may differ between
-    the two networks.
+    paper pairs layers of equal channel counts. Where a student layer has fewer (or more) channels than its
+    teacher layer, a learned 1x1 convolution ``r_l`` (trained with the student, dropped at export) maps the
+    student's feature to the teacher's channel count first: ``G_s = G(r_1(F1_s), r_2(F2_s))``. Spatial sizes
+    may differ between the two networks.
 
     Args:
         layers: a list of at least two layers ``[l1, l2, l3, ...]``; FSP matrices are taken for
             ``(l1, l2), (l2, l3), ...`` (each a name or ``{student: ..., teacher: ...}``).
+        adapter: ``"auto"`` (default) adapts only the layers whose channel counts differ, ``true`` every
+            layer, ``false`` none (then unequal channels are an error, as in the paper).
     """
 
     name = "fsp"
 
-    def __init__(self, layers: Any = None):
+    def __init__(self, layers: Any = None, adapter: bool | str = "auto"):
         super().__init__()
         if layers is not None and not isinstance(layers, (list, tuple)):
             raise ValueError("fsp needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
+        if adapter not in ("auto", True, False):
+            raise ValueError(f"fsp adapter must be 'auto', true or false, got {adapter!r}")
         self.layers = layer_pairs(layers, term=self.name, min_count=2)
         self.student_layers = unique(s for s, _ in self.layers)
         self.teacher_layers = unique(t for _, t in self.layers)
+        self.adapter = adapter
+        # one lazy 1x1 conv per layer of the chain; "auto" swaps it for Identity on the first call where the
+        # channel counts already agree (before the trainer builds the optimizer)
+        self.adapters = nn.ModuleList(LazyChannelMLP(depth=1) if adapter else nn.Identity() for _ in self.layers)
+
+    def _adapt(self, i: int, hs: Tensor, channels: int) -> Tensor:
+        a = self.adapters[i]
+        if isinstance(a, LazyChannelMLP):
+            if self.adapter == "auto" and a.has_uninitialized_params() and hs.shape[1] == channels:
+                self.adapters[i] = nn.Identity()
+                return hs
+            return a(hs, channels)
+        return hs
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        feats_t = [teacher_feature(teacher, t) for _, t in self.layers]
+        feats_s = [self._adapt(i, student_feature(student, s), ft.shape[1])
+                   for i, ((s, _), ft) in enumerate(zip(self.layers, feats_t, strict=True))]
         total = None
-        for (s1, t1), (s2, t2) in zip(self.layers[:-1], self.layers[1:], strict=True):
-            gs = fsp_matrix(student_feature(student, s1), student_feature(student, s2))
-            gt = fsp_matrix(teacher_feature(teacher, t1), teacher_feature(teacher, t2))
+        for i in range(len(self.layers) - 1):
+            gs = fsp_matrix(feats_s[i], feats_s[i + 1])
+            gt = fsp_matrix(feats_t[i], feats_t[i + 1])
             if gs.shape != gt.shape:
+                (s1, t1), (s2, t2) = self.layers[i], self.layers[i + 1]
                 raise ConfigError(
-                    f"fsp needs equal channel counts in student and teacher: student ({s1}, {s2}) gives a "
-                    f"{tuple(gs.shape[1:])} FSP matrix, teacher ({t1}, {t2}) a {tuple(gt.shape[1:])} one"
+                    f"fsp with adapter: false needs equal channel counts in student and teacher: student "
+                    f"({s1}, {s2}) gives a {tuple(gs.shape[1:])} FSP matrix, teacher ({t1}, {t2}) a "
+                    f"{tuple(gt.shape[1:])} one; set adapter: auto to learn 1x1 adapters"
                 )
             loss = (gs - gt).pow(2).mean()
             total = loss if total is None else total + loss
