@@ -188,6 +188,31 @@ class LazyChannelMLP(LazyModuleMixin, nn.Module):
         return h
 
 
+class SpatialPairTerm(KnowledgeTerm):
+    """Shared ``layers`` handling of terms that compare spatial maps layer pair by layer pair (AT, NST):
+    ``L = sum_pairs pair_loss(F_s, F_t)``, both maps pooled to their common spatial size first."""
+
+    def __init__(self, layers: Any = None):
+        super().__init__()
+        self.pairs = layer_pairs(layers, term=self.name)
+        self.student_layers = unique(s for s, _ in self.pairs)
+        self.teacher_layers = unique(t for _, t in self.pairs)
+
+    def pair_loss(self, fs: Tensor, ft: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        total = None
+        for s_name, t_name in self.pairs:
+            fs, ft = student_feature(student, s_name), teacher_feature(teacher, t_name)
+            require_spatial(fs, self.name, s_name)
+            require_spatial(ft, self.name, t_name)
+            loss = self.pair_loss(*match_spatial(fs, ft, self.name))
+            total = loss if total is None else total + loss
+        return total
+
+
 # --------------------------------------------------------------------------------------------------------
 # terms
 
@@ -254,7 +279,7 @@ def attention_map(f: Tensor, p: float) -> Tensor:
     paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention: Improving the Performance of "
     "Convolutional Neural Networks via Attention Transfer (ICLR 2017, arXiv:1612.03928)",
 )
-class AttentionTransfer(KnowledgeTerm):
+class AttentionTransfer(SpatialPairTerm):
     """Activation-based attention transfer (Zagoruyko & Komodakis 2017).
 
     For each layer pair ``j``, the attention map ``Q = vec( sum_c |A_c|^p )`` (here the mean over channels,
@@ -274,25 +299,13 @@ class AttentionTransfer(KnowledgeTerm):
     name = "at"
 
     def __init__(self, layers: Any = None, p: float = 2.0):
-        super().__init__()
-        self.pairs = layer_pairs(layers, term=self.name)
+        super().__init__(layers)
         if not p > 0:
             raise ValueError(f"p must be > 0, got {p}")
         self.p = float(p)
-        self.student_layers = unique(s for s, _ in self.pairs)
-        self.teacher_layers = unique(t for _, t in self.pairs)
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        total = None
-        for s_name, t_name in self.pairs:
-            fs, ft = student_feature(student, s_name), teacher_feature(teacher, t_name)
-            require_spatial(fs, self.name, s_name)
-            require_spatial(ft, self.name, t_name)
-            fs, ft = match_spatial(fs, ft, self.name)
-            loss = (attention_map(fs, self.p) - attention_map(ft, self.p)).pow(2).mean()
-            total = loss if total is None else total + loss
-        return total
+    def pair_loss(self, fs: Tensor, ft: Tensor) -> Tensor:
+        return (attention_map(fs, self.p) - attention_map(ft, self.p)).pow(2).mean()
 
 
 def fsp_matrix(a: Tensor, b: Tensor) -> Tensor:
@@ -391,7 +404,7 @@ def poly_mmd2(a: Tensor, b: Tensor, degree: int, c: float) -> Tensor:
     paper="Huang & Wang 2017, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer "
     "(arXiv:1707.01219)",
 )
-class NST(KnowledgeTerm):
+class NST(SpatialPairTerm):
     """Neuron Selectivity Transfer (Huang & Wang 2017).
 
     Each channel's map ``f_k`` (a vector over the ``S`` positions) is L2-normalised. For every sample, the
@@ -412,28 +425,16 @@ class NST(KnowledgeTerm):
     name = "nst"
 
     def __init__(self, layers: Any = None, degree: int = 2, c: float = 0.0):
-        super().__init__()
-        self.pairs = layer_pairs(layers, term=self.name)
+        super().__init__(layers)
         if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
             raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
         if not c >= 0:
             raise ValueError(f"c must be >= 0, got {c}")
         self.degree, self.c = degree, float(c)
-        self.student_layers = unique(s for s, _ in self.pairs)
-        self.teacher_layers = unique(t for _, t in self.pairs)
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        total = None
-        for s_name, t_name in self.pairs:
-            fs, ft = student_feature(student, s_name), teacher_feature(teacher, t_name)
-            require_spatial(fs, self.name, s_name)
-            require_spatial(ft, self.name, t_name)
-            fs, ft = match_spatial(fs, ft, self.name)
-            fs, ft = F.normalize(as_ncs(fs), dim=2), F.normalize(as_ncs(ft), dim=2)
-            loss = poly_mmd2(fs, ft, self.degree, self.c).mean()
-            total = loss if total is None else total + loss
-        return total
+    def pair_loss(self, fs: Tensor, ft: Tensor) -> Tensor:
+        fs, ft = F.normalize(as_ncs(fs), dim=2), F.normalize(as_ncs(ft), dim=2)
+        return poly_mmd2(fs, ft, self.degree, self.c).mean()
 
 
 class LazyChannelVariance(LazyModuleMixin, nn.Module):

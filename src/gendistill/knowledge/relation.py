@@ -53,6 +53,14 @@ class RelationTerm(KnowledgeTerm):
             (embedding(student, s, teacher=False), embedding(teacher, t, teacher=True)) for s, t in self.pairs
         ]
 
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        """The loss between one student embedding ``(N, D_s)`` and its teacher embedding ``(N, D_t)``."""
+        raise NotImplementedError
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        return sum(self.pair_loss(s, t) for s, t in self.embeddings(student, teacher))
+
 
 # --------------------------------------------------------------------------------------------------------
 # RKD
@@ -119,9 +127,8 @@ class RKDDistance(RelationTerm):
 
     name = "rkd_distance"
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return sum(rkd_distance(s, t) for s, t in self.embeddings(student, teacher))
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        return rkd_distance(s, t)
 
 
 @METHODS.register("rkd_angle", kind="relation", paper=_RKD_PAPER)
@@ -140,9 +147,8 @@ class RKDAngle(RelationTerm):
 
     name = "rkd_angle"
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return sum(rkd_angle(s, t) for s, t in self.embeddings(student, teacher))
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        return rkd_angle(s, t)
 
 
 @METHODS.register("rkd", kind="relation", paper=_RKD_PAPER)
@@ -166,14 +172,12 @@ class RKD(RelationTerm):
             )
         self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
         total = 0.0
-        for s, t in self.embeddings(student, teacher):
-            if self.distance_weight:
-                total = total + self.distance_weight * rkd_distance(s, t)
-            if self.angle_weight:
-                total = total + self.angle_weight * rkd_angle(s, t)
+        if self.distance_weight:
+            total = total + self.distance_weight * rkd_distance(s, t)
+        if self.angle_weight:
+            total = total + self.angle_weight * rkd_angle(s, t)
         return total
 
 
@@ -210,9 +214,8 @@ class SP(RelationTerm):
     name = "sp"
     multi_layer = True
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return sum(sp_loss(s, t) for s, t in self.embeddings(student, teacher))
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        return sp_loss(s, t)
 
 
 def pkt_probabilities(e: Tensor) -> Tensor:
@@ -253,9 +256,8 @@ class PKT(RelationTerm):
 
     name = "pkt"
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return sum(pkt_loss(s, t) for s, t in self.embeddings(student, teacher))
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        return pkt_loss(s, t)
 
 
 @METHODS.register(
@@ -308,12 +310,8 @@ class CC(RelationTerm):
             corr = corr + (two_g**p / math.factorial(p)) * sim.pow(p)
         return math.exp(-two_g) * corr
 
-    @float32_forward
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
-        return sum(
-            (self.correlation(s) - self.correlation(t)).pow(2).mean()
-            for s, t in self.embeddings(student, teacher)
-        )
+    def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
+        return (self.correlation(s) - self.correlation(t)).pow(2).mean()
 
 
 # --------------------------------------------------------------------------------------------------------
