@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective
 from ..registry import SCHEMES
 from .common import grad_reverse
+from .offline import StudentTask
 
 
 class Generator(nn.Module):
@@ -46,7 +47,7 @@ def _teacher_logits(models: list[nn.Module], x: Tensor) -> Tensor:
     return probs.clamp_min(1e-12).log()
 
 
-class DataFreeTask(nn.Module):
+class DataFreeTask(StudentTask):
     """Data-free adversarial distillation, DFAD (Fang, Song, Zhang, Song & Song 2019, arXiv:1912.11006).
 
     A generator ``G`` maps noise to inputs; the student ``S`` imitates the frozen teacher ``T`` on them while
@@ -89,7 +90,7 @@ class DataFreeTask(nn.Module):
         self.generator = Generator(z_dim, input_shape, hidden)
         if not adversarial:
             self.generator.requires_grad_(False)
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.disagreement, self.temperature = disagreement, float(temperature)
         self.generator_weight, self.adversarial = float(generator_weight), bool(adversarial)
         self.bn_weight = float(bn_weight)
@@ -104,13 +105,6 @@ class DataFreeTask(nn.Module):
         x = inputs[0].float().transpose(0, 1).flatten(1)  # (C, N * spatial)
         self._bn_terms.append(torch.linalg.vector_norm(x.mean(1) - module.running_mean)
                               + torch.linalg.vector_norm(x.var(1, unbiased=False) - module.running_var))
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
-
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         n, dev = len(batch.y), batch.y.device  # the batch's size and device: nothing else of it is read

@@ -13,12 +13,12 @@ from ..knowledge.taps import FeatureTap
 from ..registry import SCHEMES
 from ..teachers import FrozenTeacher
 from .common import label_objective
-from .offline import DistillTask
+from .offline import DistillTask, StudentTask
 
 RULES = ("mean", "weights", "random")
 
 
-class MultiTeacherTask(nn.Module):
+class MultiTeacherTask(StudentTask):
     """Each teacher term of the objective is combined over teachers ``t_1..t_M`` (Gou et al. 2021, Sec. 5.2):
 
     * ``mean``: ``term = (1/M) sum_m term(s, t_m)`` (You et al. 2017). For KD this has the same gradient as
@@ -63,10 +63,6 @@ class MultiTeacherTask(nn.Module):
         object.__setattr__(self, "teachers", [FrozenTeacher(t, tuple(sorted(ls))) for t, ls in zip(teachers, layers)])
         s_layers = objective.student_layers
         self._tap = FeatureTap(student, s_layers, role="student") if s_layers else None
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
 
     def teacher_models(self) -> list[nn.Module]:
         return [t.model for t in self.teachers]

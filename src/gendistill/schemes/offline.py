@@ -12,22 +12,17 @@ from ..knowledge.taps import FeatureTap
 from ..registry import SCHEMES
 
 
-class DistillTask(nn.Module):
-    """Computes the loss parts of one batch: ``{"loss", <term>..., "logits"}``.
+class StudentTask(nn.Module):
+    """What every task that trains one ``student`` through an ``objective`` shares: the evaluated network is
+    ``self.student``, and the optional frozen ``teacher`` is deliberately *not* a submodule: it is never in
+    ``parameters()``, ``state_dict()``, the optimizer, or a DDP wrapper. Its forward pass runs without
+    gradients (inside the teacher object)."""
 
-    The teacher is deliberately *not* a submodule: it is never in ``parameters()``, ``state_dict()``, the
-    optimizer, or a DDP wrapper. Its forward pass runs without gradients.
-    """
+    student: nn.Module
+    objective: Objective
 
-    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None = None):
-        super().__init__()
-        if objective.needs_teacher and teacher is None:
-            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
-        self.student = student
-        self.objective = objective
+    def set_teacher(self, teacher: Any | None) -> None:
         object.__setattr__(self, "teacher", teacher)
-        layers = objective.student_layers
-        self._tap = FeatureTap(student, layers, role="student") if layers else None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -36,13 +31,31 @@ class DistillTask(nn.Module):
     def teacher_models(self) -> list[nn.Module]:
         return list(self.teacher.models) if self.teacher is not None else []
 
+    def teacher_outputs(self, batch: Batch, objective: Objective | None = None) -> Outputs | None:
+        """The teacher's outputs on the batch, or ``None`` when the objective has no teacher term."""
+        needs = (objective or self.objective).needs_teacher
+        return self.teacher(batch.x, batch.index, batch.view) if needs else None
+
+
+class DistillTask(StudentTask):
+    """Computes the loss parts of one batch: ``{"loss", <term>..., "logits"}``."""
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None = None):
+        super().__init__()
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+        self.student = student
+        self.objective = objective
+        self.set_teacher(teacher)
+        layers = objective.student_layers
+        self._tap = FeatureTap(student, layers, role="student") if layers else None
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         if self._tap is not None:
             self._tap.clear()
         logits = self.student(batch.x)
         student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
-        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
-        parts = self.objective(student, teacher, batch)
+        parts = self.objective(student, self.teacher_outputs(batch), batch)
         parts["logits"] = logits
         return parts
 

@@ -24,6 +24,7 @@ from ..knowledge.taps import FeatureTap
 from ..models import build_model
 from ..registry import SCHEMES
 from .common import fresh_copy, kl_to, pooled, split_at, stages
+from .offline import StudentTask
 
 
 class _Objectives(nn.ModuleList):
@@ -34,7 +35,7 @@ class _Objectives(nn.ModuleList):
             o.setup(num_train=num_train, num_classes=num_classes)
 
 
-class MutualLearning(nn.Module):
+class MutualLearning(StudentTask):
     """Deep mutual learning (Zhang, Xiang, Hospedales & Lu 2018, arXiv:1706.00384).
 
     For peers ``k = 1..K`` with logits ``z_k``:
@@ -59,7 +60,7 @@ class MutualLearning(nn.Module):
             raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
         self.peers = nn.ModuleList([student, *peers])
         self.objective = _Objectives([objective] + [copy.deepcopy(objective) for _ in peers])
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.weight, self.temperature = float(weight), float(temperature)
         layers = objective.student_layers
         self._taps = [FeatureTap(p, layers, role="student") for p in self.peers] if layers else []
@@ -68,9 +69,6 @@ class MutualLearning(nn.Module):
     def eval_model(self) -> nn.Module:
         return self.peers[0]
 
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models) if self.teacher is not None else []
-
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         outs = []
         for k, peer in enumerate(self.peers):
@@ -78,7 +76,7 @@ class MutualLearning(nn.Module):
                 self._taps[k].clear()
             z = peer(batch.x)
             outs.append(Outputs(z, dict(self._taps[k].features) if self._taps else {}))
-        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective[0].needs_teacher else None
+        teacher = self.teacher_outputs(batch, self.objective[0])
         K = len(outs)
         total, mutual = 0.0, 0.0
         parts: dict[str, Tensor] = {}
@@ -133,7 +131,7 @@ class _GatedEnsemble(nn.Module):
         return self.forward_all(x)[1]
 
 
-class NativeEnsemble(nn.Module):
+class NativeEnsemble(StudentTask):
     """ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong 2018, arXiv:1806.04606).
 
     The student is split into a shared trunk (low-level layers) and a head; ``m - 1`` more copies of the head
@@ -175,19 +173,12 @@ class NativeEnsemble(nn.Module):
         self.student = student
         self.ensemble = _GatedEnsemble(trunk, heads, nn.Linear(width, branches))
         self.objective = objective
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.weight, self.temperature = float(weight), float(temperature)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
-
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models) if self.teacher is not None else []
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         zs, ens = self.ensemble.forward_all(batch.x)
-        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
+        teacher = self.teacher_outputs(batch)
         total = F.cross_entropy(ens.float(), batch.y)
         parts: dict[str, Tensor] = {"ensemble_ce": total.detach()}
         kd = 0.0

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
 from ..registry import SCHEMES
 from .common import label_objective, soft_cross_entropy
+from .offline import StudentTask
 
 
 def labeled_mask(y: Tensor, labeled: float, split_seed: int = 0) -> Tensor:
@@ -43,16 +44,12 @@ def labeled_mask(y: Tensor, labeled: float, split_seed: int = 0) -> Tensor:
     return mask
 
 
-class _PseudoLabelBase(nn.Module):
+class _PseudoLabelBase(StudentTask):
     def __init__(self, student: nn.Module, objective: Objective, y_train: Tensor, labeled: float, split_seed: int):
         super().__init__()
         self.student = student
         self.objective = label_objective(objective)
         self.register_buffer("labeled", labeled_mask(y_train.cpu(), labeled, split_seed), persistent=False)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
 
     def _split(self, batch: Batch) -> Tensor:
         if batch.index is None:
@@ -89,12 +86,9 @@ class NoisyStudentTask(_PseudoLabelBase):
                  labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5, weight: float = 1.0,
                  temperature: float = 1.0, hard: bool = False, threshold: float = 0.0):
         super().__init__(student, objective, y_train, labeled, split_seed)
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.noise, self.weight, self.temperature = float(noise), float(weight), float(temperature)
         self.hard, self.threshold = bool(hard), float(threshold)
-
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models) if self.teacher is not None else []
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         lab = self._split(batch)

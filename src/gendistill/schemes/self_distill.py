@@ -25,6 +25,7 @@ from ..knowledge.base import Batch, Objective, Outputs
 from ..knowledge.taps import FeatureTap
 from ..registry import SCHEMES
 from .common import kl_to, soft_cross_entropy, stages, teacher_objective
+from .offline import StudentTask
 
 
 def _aux_head(shape: torch.Size, num_classes: int) -> nn.Module:
@@ -40,7 +41,7 @@ def _aux_head(shape: torch.Size, num_classes: int) -> nn.Module:
                          nn.Linear(2 * c, num_classes))
 
 
-class BeYourOwnTeacher(nn.Module):
+class BeYourOwnTeacher(StudentTask):
     """Be Your Own Teacher (Zhang, Song, Gao, Chen, Bao & Ma 2019, arXiv:1905.08094).
 
     Auxiliary classifiers ``z_1..z_{C-1}`` sit on the student's intermediate stages (feature taps); the
@@ -65,7 +66,7 @@ class BeYourOwnTeacher(nn.Module):
             raise ConfigError("byot needs intermediate layers for the auxiliary heads; give layers=[...] "
                               "(names of the student's submodules)")
         self.student, self.objective = student, objective
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.layers, self.alpha, self.temperature = layers, float(alpha), float(temperature)
         self._tap = FeatureTap(student, sorted(set(layers) | set(objective.student_layers)), role="student")
         was = student.training
@@ -77,18 +78,11 @@ class BeYourOwnTeacher(nn.Module):
         student.train(was)
         self.heads = nn.ModuleList([_aux_head(shapes[n], num_classes) for n in layers])
 
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
-
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models) if self.teacher is not None else []
-
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         self._tap.clear()
         logits = self.student(batch.x)
         feats = dict(self._tap.features)
-        teacher = self.teacher(batch.x, batch.index, batch.view) if self.objective.needs_teacher else None
+        teacher = self.teacher_outputs(batch)
         parts = self.objective(Outputs(logits, feats), teacher, batch)
         total = parts.pop("loss")
         ce = kd = 0.0
@@ -115,7 +109,7 @@ def byot(student: nn.Module, objective: Objective, teacher: Any | None, data: Da
     return BeYourOwnTeacher(student, objective, teacher, data.num_classes, data.input_shape, layers, alpha, temperature)
 
 
-class ProgressiveSelfKD(nn.Module):
+class ProgressiveSelfKD(StudentTask):
     """Progressive self-knowledge distillation, PS-KD (Kim, Ji, Yoon & Hwang 2021, arXiv:2006.12000).
 
     At epoch ``t`` of ``E`` the target of sample ``i`` is
@@ -139,18 +133,11 @@ class ProgressiveSelfKD(nn.Module):
             raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
         if self.objective is not None and self.objective.student_layers:
             raise ConfigError("pskd: feature-based terms are not supported; use logit-based terms")
-        object.__setattr__(self, "teacher", teacher)
+        self.set_teacher(teacher)
         self.alpha_final = float(alpha)
         self.alpha = 0.0
         self.register_buffer("memory", torch.zeros(num_train, num_classes))
         self.register_buffer("seen", torch.zeros(num_train, dtype=torch.bool))
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.student
-
-    def teacher_models(self) -> list[nn.Module]:
-        return list(self.teacher.models) if self.teacher is not None else []
 
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
         self.alpha = self.alpha_final * epoch / total_epochs
