@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gendistill.analysis import metrics as M
 from gendistill.config import TrainConfig, load_config
 from gendistill.data import Split, load_dataset
 from gendistill.engine.evaluate import predict_logits
@@ -158,6 +159,14 @@ def test_multi_teacher_rules_run(tiny_data, fast_train, options):
     result = Lineage(student=mlp(32), generations=2, train=fast_train, progress="off",
                      scheme={"name": "multi_teacher", "pool": 2, **options}).fit(tiny_data)
     assert result.generations[2]["test_acc"] > 0.8
+    # the pool is named as trained from labels, the student's teacher as the pool's ensemble, and its
+    # fidelity is measured against that ensemble (mean of the two teachers' probabilities)
+    assert [g["teacher"] for g in result.generations] == [None, "labels", "ensemble(gen0,gen1)"]
+    assert result.generations[1]["agreement_teacher"] is None
+    ens = M.ensemble_logits([predict_logits(m, tiny_data.test.x) for m in result.models[:2]])
+    student = predict_logits(result.models[2], tiny_data.test.x)
+    assert result.generations[2]["agreement_teacher"] == pytest.approx(M.agreement(ens, student))
+    assert result.generations[2]["kl_teacher"] == pytest.approx(M.kl_teacher_student(ens, student), rel=1e-5)
 
 
 def test_multi_teacher_rejects_bad_weights(tiny_data, fast_train):

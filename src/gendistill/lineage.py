@@ -69,9 +69,17 @@ def gen_seed(seed: int, gen: int) -> int:
     return seed * 1000 + gen
 
 
-def teacher_label(rule: str, gen: int) -> str | None:
+def teacher_label(rule: str, gen: int, scheme_teachers: list[int] | None = None) -> str | None:
+    """How a generation's teacher is named in tables: by the lineage's rule, or by the generations a scheme
+    says it learns from (``[]``: from labels)."""
     if gen == 0:
         return None
+    if scheme_teachers is not None:
+        if not scheme_teachers:
+            return "labels"
+        if len(scheme_teachers) == 1:
+            return f"gen{scheme_teachers[0]}"
+        return "ensemble(" + ",".join(f"gen{g}" for g in scheme_teachers) + ")"
     if rule == "previous":
         return f"gen{gen - 1}"
     if rule == "original":
@@ -219,7 +227,8 @@ class Lineage:
             models.append(freeze(model))
             self._record_outputs(model, data)
             record = {"gen": gen, "arch": self._arch_name(gen), "params": sum(p.numel() for p in model.parameters()),
-                      "teacher": teacher_label(self.rule, gen) if gen else ("given" if teacher is not None else None),
+                      "teacher": ("given" if gen == 0 and teacher is not None
+                                  else teacher_label(self.rule, gen, self._scheme_teachers(gen))),
                       "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
                       "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
             if gen_dir is not None:
@@ -325,7 +334,16 @@ class Lineage:
     def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
         return predict_logits(model, x, device=next(model.parameters()).device)
 
+    def _scheme_teachers(self, gen: int) -> list[int] | None:
+        """The generations a scheme's generation ``gen`` learns from, when the scheme says so itself
+        (registry entry ``teachers=<function(gen, **options)>``; ``[]``: labels only), else ``None``."""
+        fn = SCHEMES.get(self.scheme_name).meta.get("teachers")
+        return None if fn is None else list(fn(gen, **self.scheme_options))
+
     def _teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
+        chosen = self._scheme_teachers(gen)
+        if chosen is not None:  # fidelity against the mean of the teachers' probabilities
+            return M.ensemble_logits([test_logits[g] for g in chosen]) if chosen else None
         if gen == 0:
             return None
         if self.rule == "previous":

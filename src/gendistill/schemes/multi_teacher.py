@@ -103,7 +103,14 @@ class MultiTeacherTask(StudentTask):
             self._tap.remove()
 
 
-@SCHEMES.register("multi_teacher", kind="multi-teacher", gen0=True,
+def _teachers(gen: int, pool: int = 1, teachers: list[int] | None = None, **_: Any) -> list[int]:
+    """The generations generation ``gen`` learns from (``[]``: a pool member, trained from labels)."""
+    if gen < pool:
+        return []
+    return list(range(gen)) if teachers is None else list(teachers)
+
+
+@SCHEMES.register("multi_teacher", kind="multi-teacher", gen0=True, teachers=_teachers,
                   paper="Gou et al. 2021 (survey, Sec. 5.2); You et al. 2017, Learning from Multiple Teacher "
                         "Networks; Fukuda et al. 2017, Efficient Knowledge Distillation from an Ensemble of Teachers",
                   summary="several frozen teachers: mean, fixed weights, a random one per step, or one per term")
@@ -116,12 +123,13 @@ def multi_teacher(student: nn.Module, objective: Objective, teacher: Any | None,
     generation learns from the generations listed in ``teachers`` (default: all earlier ones) by ``rule``
     (``mean`` | ``weights`` | ``random``), with ``weights`` for ``rule=weights`` and ``term_teachers``
     (``{term name: position in teachers}``) for per-term teachers. The lineage's own teacher rule is not used
-    by this scheme; its ``agree(teacher)`` column still compares with that rule's teacher."""
+    by this scheme: tables name the teachers actually used, and ``agree(teacher)`` / ``KL(t||s)`` compare
+    with their mean-probability ensemble (for ``rule=mean``, the target of the KD term)."""
     if pool < 1:
         raise ConfigError(f"multi_teacher: pool must be >= 1, got {pool}")
-    if gen < pool:
+    chosen = _teachers(gen, pool, teachers)
+    if not chosen and gen < pool:
         return DistillTask(student, label_objective(objective), None)
-    chosen = list(range(gen)) if teachers is None else list(teachers)
     bad = [g for g in chosen if not 0 <= g < gen]
     if bad or not chosen:
         raise ConfigError(f"multi_teacher: generation {gen} can learn from generations 0..{gen - 1}, "
