@@ -214,6 +214,8 @@ class Lineage:
                 load_model(model, gen_dir / MODEL_FILE, role=f"generation {gen}")
                 record = read_json(gen_dir / METRICS_FILE)
                 record["resumed"] = True
+                if gen > 0:  # the label follows the config (read back, it could be a label of an older version)
+                    record["teacher"] = teacher_label(self.rule, gen, self._scheme_teachers(gen))
                 models.append(freeze(model))
                 self._trajectories[gen] = load_snapshots(gen_dir)
                 self._record_outputs(model, data)
