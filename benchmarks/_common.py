@@ -1,13 +1,19 @@
-"""Shared bits of the benchmark scripts: machine description and table printing."""
+"""Shared bits of the benchmark scripts: machine description, table printing, resumable run steps."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import statistics
+import subprocess
+import time
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
@@ -37,3 +43,35 @@ def median(xs: list[float]) -> float:
 
 def final_json(obj: dict) -> None:
     print(json.dumps(obj))
+
+
+def run_step(name: str, cmd: list[str], run_dir: Path, out: Path, env: dict[str, str] | None = None) -> None:
+    """Run one ``gendistill run`` command into ``run_dir``: reused when it already has a ``summary.json``,
+    continued with ``--resume`` when it holds a partial run. Output goes to ``<out>/logs/<name>.log``, the wall
+    clock and command to ``<out>/timing/<name>.json``."""
+    if (run_dir / "summary.json").exists():
+        print(f"[{name}] {run_dir}/summary.json exists: reused", flush=True)
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        cmd = cmd + ["--resume"]
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "timing").mkdir(parents=True, exist_ok=True)
+    print(f"[{name}] {shlex.join(cmd)}", flush=True)
+    t0 = time.time()
+    with open(out / "logs" / f"{name}.log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    wall = time.time() - t0
+    (out / "timing" / f"{name}.json").write_text(json.dumps(
+        {"command": shlex.join(cmd), "returncode": rc, "wall_s": round(wall, 1), "resumed": "--resume" in cmd,
+         "torch_threads": (env or os.environ).get("OMP_NUM_THREADS", "default")}) + "\n")
+    print(f"[{name}] exit {rc} after {wall:.0f} s", flush=True)
+
+
+def last_error(log: Path) -> str:
+    """The last line of a run's log that mentions an error (else its last line), short enough for a table cell."""
+    if not log.exists():
+        return "not run"
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
+    err = err.replace("|", "/")
+    return err if len(err) <= 110 else err[:110].rsplit(" ", 1)[0] + " …"

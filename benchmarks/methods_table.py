@@ -24,13 +24,11 @@ import argparse
 import json
 import math
 import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, last_error, run_step
+
 EXAMPLES = ROOT / "examples" / "methods"
 
 # Baselines first, then the catalogue in the order of docs/methods.md.
@@ -62,23 +60,6 @@ def method_command(py: str, out: Path, method: str, seeds: list[int]) -> list[st
             "--set", f"model={_flow(STUDENT)}"]
 
 
-def run_step(name: str, cmd: list[str], run_dir: Path, out: Path) -> None:
-    if (run_dir / "summary.json").exists():
-        print(f"[{name}] {run_dir}/summary.json exists: reused", flush=True)
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        cmd = cmd + ["--resume"]
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "timing").mkdir(parents=True, exist_ok=True)
-    print(f"[{name}] {shlex.join(cmd)}", flush=True)
-    t0 = time.time()
-    with open(out / "logs" / f"{name}.log", "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    wall = time.time() - t0
-    (out / "timing" / f"{name}.json").write_text(json.dumps(
-        {"command": shlex.join(cmd), "returncode": rc, "wall_s": round(wall, 1), "resumed": "--resume" in cmd}) + "\n")
-    print(f"[{name}] exit {rc} after {wall:.0f} s", flush=True)
-
 
 def _stat(v) -> tuple[float, float]:
     if isinstance(v, dict):
@@ -88,15 +69,6 @@ def _stat(v) -> tuple[float, float]:
 
 def _gen(summary: dict, k: int) -> dict:
     return next(g for g in summary["generations"] if g["gen"] == k)
-
-
-def _last_error(log: Path) -> str:
-    if not log.exists():
-        return "not run"
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
-    err = err.replace("|", "/")
-    return err if len(err) <= 110 else err[:110].rsplit(" ", 1)[0] + " …"
 
 
 def build_table(out: Path, methods: list[str]) -> str:
@@ -112,7 +84,7 @@ def build_table(out: Path, methods: list[str]) -> str:
         label = LABELS.get(m, m)
         if not summ.exists():
             student = f"{STUDENT['name']}(width={STUDENT['width']})"
-            rows.append(f"| {teacher} | {student} | {label} | n/a: {_last_error(out / 'logs' / f'{m}.log')} "
+            rows.append(f"| {teacher} | {student} | {label} | n/a: {last_error(out / 'logs' / f'{m}.log')} "
                         "| | | | |")
             continue
         s = json.loads(summ.read_text())

@@ -39,14 +39,13 @@ import argparse
 import json
 import math
 import os
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, last_error, run_step
+
 EXAMPLES = ROOT / "examples" / "schemes"
 
 # In the order of docs/schemes.md.
@@ -127,24 +126,6 @@ def baseline_command(py: str, out: Path, base: str, seeds: list[int]) -> list[st
     return cmd
 
 
-def run_step(name: str, cmd: list[str], run_dir: Path, out: Path, env: dict[str, str] | None = None) -> None:
-    if (run_dir / "summary.json").exists():
-        print(f"[{name}] {run_dir}/summary.json exists: reused", flush=True)
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        cmd = cmd + ["--resume"]
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "timing").mkdir(parents=True, exist_ok=True)
-    print(f"[{name}] {shlex.join(cmd)}", flush=True)
-    t0 = time.time()
-    with open(out / "logs" / f"{name}.log", "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    wall = time.time() - t0
-    (out / "timing" / f"{name}.json").write_text(json.dumps(
-        {"command": shlex.join(cmd), "returncode": rc, "wall_s": round(wall, 1), "resumed": "--resume" in cmd,
-         "torch_threads": (env or os.environ).get("OMP_NUM_THREADS", "default")}) + "\n")
-    print(f"[{name}] exit {rc} after {wall:.0f} s", flush=True)
-
 
 # ---------------------------------------------------------------------------------------------- the table
 
@@ -184,15 +165,6 @@ def _p_value(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
-def _last_error(log: Path) -> str:
-    if not log.exists():
-        return "not run"
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
-    err = err.replace("|", "/")
-    return err if len(err) <= 110 else err[:110].rsplit(" ", 1)[0] + " …"
-
-
 def _wall(out: Path, run: str, n_seeds: int) -> float | None:
     t = out / "timing" / f"{run}.json"
     if not t.exists():
@@ -217,7 +189,7 @@ def build_table(out: Path, rows: list[Row]) -> tuple[str, list[dict]]:
     for r in rows:
         missing = [d for d in dict.fromkeys((r.run, r.base)) if not (out / d / "summary.json").exists()]
         if missing:
-            why = "; ".join(f"{d}: {_last_error(out / 'logs' / f'{d}.log')}" for d in missing)
+            why = "; ".join(f"{d}: {last_error(out / 'logs' / f'{d}.log')}" for d in missing)
             lines.append(f"| {r.label} | {r.data} | | {r.compared.format(teacher='?')} | n/a: {why} | | | | |")
             facts.append({"row": r.label, "missing": missing})
             continue
