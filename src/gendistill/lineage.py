@@ -284,7 +284,7 @@ class Lineage:
         if plan is not None:
             cached = CachedTeacher.build_views(teacher, plan, dtype=dtype)
         elif not layers:
-            t = self._teacher_logits(gen, self._train_logits)
+            t = self._rule_teacher_logits(gen, self._train_logits)
             cached = CachedTeacher.from_logits(teacher, t, dtype)
         else:
             path = str(gen_dir / "teacher_cache") if gen_dir is not None else None
@@ -307,10 +307,15 @@ class Lineage:
             if n:
                 held = data.val if data.val is not None else data.test
                 xs = held.x[:n]
-                dev = next(teacher.models[0].parameters()).device
-                probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
+                chosen = self._scheme_teachers(gen)
+                if chosen is None:
+                    dev = next(teacher.models[0].parameters()).device
+                    probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
+                elif chosen:  # the teachers the scheme names, as the final fidelity figures measure them
+                    probe = FidelityProbe(xs, M.ensemble_logits([self._logits(models[g], xs) for g in chosen]))
             teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir, plan)
-            log(f"[gen{gen}] teacher {teacher_label(self.rule, gen)}: {self._teacher_path}", self.progress)
+            label = teacher_label(self.rule, gen, self._scheme_teachers(gen))
+            log(f"[gen{gen}] teacher {label}: {self._teacher_path}", self.progress)
         elif objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
         if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists() and distributed.is_main():
@@ -343,9 +348,14 @@ class Lineage:
         return None if fn is None else list(fn(gen, **self.scheme_options))
 
     def _teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
+        """The outputs fidelity is measured against: the teachers a scheme names, else the rule's teacher."""
         chosen = self._scheme_teachers(gen)
         if chosen is not None:  # fidelity against the mean of the teachers' probabilities
             return M.ensemble_logits([test_logits[g] for g in chosen]) if chosen else None
+        return self._rule_teacher_logits(gen, test_logits)
+
+    def _rule_teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
+        """The outputs of the teacher chosen by ``generations.teacher`` (the one handed to the scheme)."""
         if gen == 0:
             return None
         if self.rule == "previous":
