@@ -106,6 +106,13 @@ def _fold(sums: dict[str, Tensor], names: tuple[str, ...] | None, acc: Tensor | 
         sums[k] = sums[k] + v if k in sums else v
 
 
+def _uncompile(model: nn.Module) -> None:
+    """Return a module compiled in place by ``nn.Module.compile()`` to eager execution, so that hooks added
+    later (feature taps of the next generation, the analysis's penultimate features) fire."""
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        model._compiled_call_impl = None
+
+
 class Trainer:
     """Runs a task for ``config.epochs`` epochs over an in-memory training split.
 
@@ -175,8 +182,11 @@ class Trainer:
         self._materialize(task, x, y)
         params = [p for p in task.parameters() if p.requires_grad]
         optimizer = build_optimizer(cfg, params)
-        if cfg.compile:
-            task.eval_model.compile()  # in place: state_dict keys are unchanged
+        if cfg.compile:  # in place (state_dict keys unchanged); undone when fit returns, see _uncompile
+            # compiled graphs of an earlier model of the same class are reused without checking its forward
+            # hooks, so a fresh student with feature taps would run a graph that never calls them: start clean
+            torch.compiler.reset()
+            task.eval_model.compile()
         step_task = task
         if world > 1:  # the frozen teacher is not a submodule of the task, so it is never wrapped
             from torch.nn.parallel import DistributedDataParallel
@@ -283,6 +293,8 @@ class Trainer:
                             "history": history,
                         })
                         distributed.barrier()  # the checkpoint is on disk before any process goes on
+        if cfg.compile:
+            _uncompile(task.eval_model)
         return history
 
     def _snapshot(self, model: nn.Module, epoch: int) -> None:

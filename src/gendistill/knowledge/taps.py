@@ -60,7 +60,7 @@ class FeatureTap:
         return hook
 
     def clear(self) -> None:
-        self.features = {}
+        self.features.clear()  # in place: a compiled forward keeps writing into the dict it was traced with
 
     def remove(self) -> None:
         for h in self._handles:
