@@ -2,13 +2,15 @@
 # Knowledge ablations side by side (see examples/experiments/ablations.yaml and docs/experiments.md).
 # Trains the shared teacher once, then one 3-seed run per objective, then a comparison table.
 # Usage (from the repository root):  bash examples/experiments/run_ablations.sh [extra gendistill run flags]
+# The extra flags (e.g. --set seeds=[0,1]) go to the student runs only; the shared teacher is always trained
+# from ablation-teacher.yaml as written (one seed, so gen0/model.safetensors is where the students load it).
 set -euo pipefail
 GD=${GENDISTILL:-gendistill}
 OUT=${OUT:-runs/experiments}
 CFG=examples/experiments/ablations.yaml
 
 if [ ! -f "$OUT/ablation-teacher/gen0/model.safetensors" ]; then
-  $GD run examples/experiments/ablation-teacher.yaml --out "$OUT/ablation-teacher" --progress lines "$@"
+  $GD run examples/experiments/ablation-teacher.yaml --out "$OUT/ablation-teacher" --progress lines
 fi
 
 declare -A OBJ=(
