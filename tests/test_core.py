@@ -307,3 +307,34 @@ def test_compile_keeps_feature_taps_working_across_generations(tiny_data, tmp_pa
     assert [g["gen"] for g in result.generations] == [0, 1]
     assert all(getattr(m, "_compiled_call_impl", None) is None for m in result.models)  # eager again
     assert (tmp_path / "run" / "analysis" / "cka.json").exists()  # penultimate-feature hooks fired
+
+
+@pytest.mark.parametrize("term", [{"term": "dkpp", "weight": 1.0}, {"term": "kd_instance", "weight": 1.0}])
+def test_resume_is_exact_for_stateful_terms(term, tiny_data, tmp_path, monkeypatch):
+    """dkpp's permutation stream and kd_instance's running class means are checkpointed with the task."""
+    from gendistill.config import TrainConfig
+    from gendistill.engine import trainer as trainer_mod
+
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.01, fidelity_samples=0)
+    objective = [{"term": "ce", "weight": 1.0}, term]
+    make = lambda: Lineage(student={"name": "mlp", "width": 16}, generations=1, objective=objective, train=cfg,  # noqa: E731
+                           progress="off")
+    full = make().fit(tiny_data, out=tmp_path / "full")
+    real_check = trainer_mod.Trainer._check_finite
+
+    def crash(self, row, epoch):
+        real_check(self, row, epoch)
+        if self.desc == "gen1" and epoch == 2:
+            raise _Crash()
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", crash)
+    with pytest.raises(_Crash):
+        make().fit(tiny_data, out=tmp_path / "cut")
+    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", real_check)
+    resumed = make().fit(tiny_data, out=tmp_path / "cut", resume=True)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full/gen1/model.safetensors"))
+    b = load_file(str(tmp_path / "cut/gen1/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.generations[1]["test_nll"] == full.generations[1]["test_nll"]

@@ -115,7 +115,8 @@ class DKPP(KnowledgeTerm):
     ``L = T^2 * (1/N) sum_i KL(q_i || softmax(z_s,i / T))``  (same gradient as the cross-entropy to ``q_i``)
 
     The permutations come from a ``torch.Generator`` seeded with ``seed``: the same seed and batch order give
-    the same targets. The generator state is not checkpointed, so a resumed run draws a different stream.
+    the same targets. Its state is part of the term's ``state_dict`` (extra state), so a resumed run continues
+    the same stream.
     """
 
     name = "dkpp"
@@ -125,6 +126,12 @@ class DKPP(KnowledgeTerm):
         self.temperature = _check_temperature(temperature)
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
+
+    def get_extra_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
         target = permute_non_argmax(_teacher_probs(teacher, self.temperature), self.generator)
@@ -234,8 +241,8 @@ class KDInstance(KnowledgeTerm):
     ``mbar_c <- momentum * mbar_c + (1 - momentum) * b_c`` (``mbar_c = b_c`` the first time), then the
     updated value is used. With ``momentum=None`` the batch means ``b_c`` are used directly (a class seen
     once in a batch then gets its own teacher distribution back, which is why the running mean is the
-    default). The means are updated only in training mode; they are a non-persistent buffer (a resumed run
-    rebuilds them) and are not synchronized across DDP ranks.
+    default). The means are updated only in training mode; they are saved with the task (a resumed run
+    continues them exactly) and are not synchronized across DDP ranks.
     """
 
     name = "kd_instance"
@@ -246,8 +253,8 @@ class KDInstance(KnowledgeTerm):
         if momentum is not None and not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1) or None, got {momentum}")
         self.momentum = None if momentum is None else float(momentum)
-        self.register_buffer("class_mean", None, persistent=False)
-        self.register_buffer("seen", None, persistent=False)
+        self.register_buffer("class_mean", None)
+        self.register_buffer("seen", None)
 
     def setup(self, *, num_train: int, num_classes: int) -> None:
         self._reset(num_classes, torch.device("cpu"))
