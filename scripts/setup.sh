@@ -12,7 +12,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     .venv/bin/pip install -q "torch>=2.4"
   else
-    .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.4"
+    # PyTorch's CPU wheel index: a plain `pip install torch` on Linux would pull the CUDA build
+    .venv/bin/pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu --retries 1 --timeout 20 \
+      || .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.4"
   fi
 fi
 .venv/bin/pip install -q -e ".[dev]"
