@@ -61,8 +61,10 @@ def load_dataset(name: str, val_fraction: float = 0.0, val_seed: int = 0, **opti
     entry = DATASETS.get(name)
     try:
         bundle: DatasetBundle = entry.factory(**options)
-    except TypeError as e:
-        raise ConfigError(f"data ({name}): {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:  # an option of the wrong type or out of range
+        msg = " ".join(str(e).split())
+        opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ConfigError(f"config error: data ({entry.name}{f': {opts}' if opts else ''}): {msg}") from None
     if len(bundle.train) == 0 or len(bundle.test) == 0:
         raise DataError(f"dataset {name!r} has an empty train or test split")
     bundle.train, bundle.val = _split_validation(bundle.train, val_fraction, val_seed)

@@ -20,7 +20,10 @@ def synthetic(
 ) -> DatasetBundle:
     """Class c draws ``x ~ N(mu_c, noise^2 I)`` with centres ``mu_c ~ N(0, separation^2 I)``."""
     if num_classes < 2 or dim < 1 or num_train < 1 or num_test < 1:
-        raise ValueError("synthetic needs num_classes >= 2, dim >= 1, num_train >= 1, num_test >= 1")
+        raise ValueError(f"synthetic needs num_classes >= 2, dim >= 1, num_train >= 1, num_test >= 1; got "
+                         f"num_classes={num_classes}, dim={dim}, num_train={num_train}, num_test={num_test}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(num_classes, dim, generator=g) * separation
 

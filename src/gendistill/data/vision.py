@@ -91,6 +91,10 @@ def cifar100(root: str = "data/cifar-100-python") -> DatasetBundle:
 def imagefolder(root: str, size: int = 32, channels: int = 3) -> DatasetBundle:
     from PIL import Image
 
+    if not size >= 1:
+        raise ValueError(f"size must be >= 1 (pixels per side), got {size}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     folder = Path(root).expanduser()
     for split in ("train", "test"):
         if not (folder / split).is_dir():

@@ -41,9 +41,17 @@ def _check(input_shape: tuple[int, ...], dims: int, name: str) -> None:
         raise ValueError(f"{name} expects inputs shaped {want}, got {tuple(input_shape)}")
 
 
-@MODELS.register("cnn1d", summary="1-D CNN for sequences such as MNIST-1D: 3 strided conv blocks, flatten, linear")
+def _positive(**values: int) -> None:
+    for k, v in values.items():
+        if not v >= 1:
+            raise ValueError(f"{k} must be >= 1, got {v}")
+
+
+@MODELS.register("cnn1d", summary="1-D CNN for sequences such as MNIST-1D: 3 strided conv blocks, flatten, linear",
+                 input_rank=2, inputs="1-D signals (N, C, L)")
 def cnn1d(num_classes: int, input_shape: tuple[int, ...], width: int = 32, batchnorm: bool = True) -> ConvNet:
     """MNIST-1D style CNN (Greydanus 2020): convs of width ``width``, ``width``, ``2*width``, stride 2."""
+    _positive(width=width)
     _check(input_shape, 1, "cnn1d")
     c = input_shape[0]
     w = width
@@ -57,8 +65,10 @@ def cnn1d(num_classes: int, input_shape: tuple[int, ...], width: int = 32, batch
     )
 
 
-@MODELS.register("cnn2d", summary="small 2-D CNN for 8x8 digits: 3 conv blocks, global average pool, linear")
+@MODELS.register("cnn2d", summary="small 2-D CNN for 8x8 digits: 3 conv blocks, global average pool, linear",
+                 input_rank=3, inputs="images (N, C, H, W)")
 def cnn2d(num_classes: int, input_shape: tuple[int, ...], width: int = 32, batchnorm: bool = True) -> ConvNet:
+    _positive(width=width)
     _check(input_shape, 2, "cnn2d")
     c = input_shape[0]
     w = width

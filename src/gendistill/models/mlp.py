@@ -16,6 +16,8 @@ class MLP(nn.Module):
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"mlp needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.flatten = nn.Flatten()
         d = in_features
         for i in range(depth):
