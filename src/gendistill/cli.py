@@ -94,7 +94,7 @@ def eval_(
     student_model: Annotated[str | None, typer.Option(help="override the architecture: NAME or NAME:key=value,...")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dataset option: --set data.num_samples=5000")] = None,
     json_: Annotated[Path | None, typer.Option("--json", help="also write every figure to this JSON file")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
 ) -> None:
     """Fidelity (agreement, KL(t||s)) and accuracy, NLL, Brier, ECE of two saved models, test and train splits."""
     from .analysis.evaluate_cli import evaluate_pair, format_result
@@ -112,7 +112,7 @@ def eval_(
 
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models | datasets")] = "methods") -> None:
-    """List the registered methods, models or datasets."""
+    """List the registered methods (knowledge terms and objective presets), schemes, models or datasets."""
     from . import config as _config  # noqa: F401  (registers models and datasets)
     from . import knowledge as _knowledge  # noqa: F401
     from . import schemes as _schemes  # noqa: F401
@@ -123,8 +123,7 @@ def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models |
         _fail(f"cannot list {what!r}; choose one of: {', '.join(tables)}")
     reg = tables[what]
     if what in ("methods", "schemes"):
-        if what == "methods":
-            typer.echo(f"{'name':<16} {'kind':<10} paper")
+        typer.echo(f"{'name':<16} {'kind':<10} paper")
         for e in reg.entries():
             typer.echo(f"{e.name:<16} {e.meta.get('kind', ''):<10} {e.meta.get('paper', '')}")
         if what == "schemes":

@@ -51,10 +51,13 @@ class _Registered(BaseModel):
         entry = self._registry.get(self.name)
         sig = inspect.signature(entry.factory).parameters
         params = [p for p, v in sig.items() if p not in self._passed and v.kind is not inspect.Parameter.VAR_KEYWORD]
-        for k in self.options:
+        for k, v in self.options.items():
             if k not in params:
                 kind = self._registry.kind
                 raise ValueError(f"unknown option {k!r} for {kind} {self.name!r}; allowed: {', '.join(params) or '(none)'}")
+            problem = _type_problem(sig[k].annotation, v)
+            if problem:
+                raise ValueError(f"option {k!r} of {self._registry.kind} {self.name!r} must be {problem}, got {v!r}")
         return self
 
     @property
@@ -63,6 +66,26 @@ class _Registered(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, **self.options}
+
+
+_SIMPLE_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """The expected type, in words, when ``value`` does not fit a factory argument annotated ``int``, ``float``,
+    ``bool`` or ``str`` (also with ``| None``); None when it fits or the annotation is anything else."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = [t.strip() for t in str(text).split("|")]
+    optional = "None" in parts
+    parts = [t for t in parts if t != "None"]
+    if len(parts) != 1 or parts[0] not in _SIMPLE_TYPES or (value is None and optional):
+        return None
+    t = parts[0]
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "bool": isinstance(value, bool),
+          "str": isinstance(value, str)}[t]
+    return None if ok else _SIMPLE_TYPES[t] + (" or null" if optional else "")
 
 
 class ModelConfig(_Registered):
@@ -122,10 +145,28 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
 
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        from .engine.evaluate import check_device_name
+
+        try:
+            return check_device_name(v)
+        except ConfigError:
+            raise ValueError("must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps") from None
+
     @field_validator("teacher_cache", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:  # YAML reads a bare `off` as false
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _snapshots_within_training(self) -> TrainConfig:
+        bad = [e for e in self.snapshot_epochs if not 1 <= e <= self.epochs]
+        if bad:
+            raise ValueError(f"snapshot_epochs {bad} lie outside training (1..{self.epochs}); pick epochs within "
+                             "train.epochs")
+        return self
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -230,8 +271,10 @@ class RunConfig(_Strict):
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _format_error(err: ValidationError) -> str:
-    e = err.errors()[0]
+def _format_error(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One line for the first error; ``prefix`` is the key path of the validated block (``("train",)``)."""
+    e = dict(err.errors()[0])
+    e["loc"] = (*prefix, *e["loc"])
     loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     # pydantic adds the union branch name to locations; drop those that are not keys
     loc = loc.replace(".ObjectivePreset", "").replace(".list[dict[str,any]]", "")
@@ -322,6 +365,18 @@ def validate(raw: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_error(e)) from None
+
+
+def validate_train(train: TrainConfig | dict[str, Any] | None) -> TrainConfig:
+    """A :class:`TrainConfig` from a dict of its fields (Python API), with config errors as one line."""
+    if isinstance(train, TrainConfig):
+        return train
+    if train is not None and not isinstance(train, dict):
+        raise ConfigError(f"config error: train must be a TrainConfig or a dict of its fields, got {type(train).__name__}")
+    try:
+        return TrainConfig.model_validate(train or {})
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, ("train",))) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

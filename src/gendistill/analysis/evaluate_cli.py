@@ -30,7 +30,7 @@ from ..data import DatasetBundle, load_dataset
 from ..engine.checkpoint import load_model, read_safetensors
 from ..engine.evaluate import predict_logits, select_device
 from ..errors import CheckpointError, ConfigError
-from ..models import build_model
+from ..models import build_model, check_fits
 from . import metrics as M
 
 SPLITS = ("test", "train")
@@ -147,6 +147,13 @@ def load_checkpoint_model(path: str | Path, override: str | None, role: str, dat
             f"{role} checkpoint {str(path)!r} was trained for {n} classes but {data.name} has {data.num_classes}; "
             "evaluate it on the dataset it was trained on"
         )
+    flag = f"--{role}-model"
+    fix = (f"evaluate it on the dataset it was trained on (--data), or pass {flag}" if override is None
+           else f"pass a {flag} that takes these inputs")
+    try:
+        check_fits(spec, data.name, data.num_classes, data.input_shape, fix=fix)
+    except ConfigError as e:
+        raise ConfigError(f"{role} checkpoint {str(path)!r}: {e}") from None
     model = build_model(spec, data.num_classes, data.input_shape)
     load_model(model, path, role=role)
     return model.eval(), spec, meta
@@ -200,8 +207,8 @@ def evaluate_pair(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Load both checkpoints, run them on the test and train splits, and return every figure (see module doc)."""
+    dev = select_device(device, key="--device")
     bundle, data_info = load_eval_data(data, list(overrides or []))
-    dev = select_device(device)
     result: dict[str, Any] = {
         "dataset": {**data_info, "test_samples": len(bundle.test), "train_samples": len(bundle.train),
                     "num_classes": bundle.num_classes},

@@ -55,6 +55,9 @@ def build_term(spec: dict[str, Any], where: str = "objective") -> tuple[Knowledg
         weight = float(weight)
     except (TypeError, ValueError):
         raise ConfigError(f"config error: {where}.{name}.weight must be a number, got {weight!r}") from None
+    if not weight >= 0 or weight == float("inf"):  # also NaN
+        raise ConfigError(f"config error: {where}.{name}.weight must be a finite number >= 0, got {weight!r}; "
+                          "use 0 to log a term without training on it")
     entry = METHODS.get(name)
     params = inspect.signature(entry.factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
