@@ -97,7 +97,17 @@ class MutualLearning(StudentTask):
             t.remove()
 
 
-@SCHEMES.register("dml", kind="online", gen0=True, cacheable=True,
+def _check_dml(train: Any, generations: int, peers: int = 2, **_: Any) -> None:
+    if not isinstance(peers, int) or peers < 2:
+        raise ConfigError(f"dml needs peers >= 2 (the student and at least one more network), got {peers!r}")
+
+
+def _check_one(train: Any, generations: int, branches: int = 3, **_: Any) -> None:
+    if not isinstance(branches, int) or branches < 2:
+        raise ConfigError(f"one needs branches >= 2, got {branches!r}")
+
+
+@SCHEMES.register("dml", kind="online", gen0=True, cacheable=True, check=_check_dml,
                   paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (arXiv:1706.00384)",
                   summary="K peers trained together, each distilling from the others' predictions")
 def dml(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, peers: int = 2,
@@ -197,7 +207,7 @@ class NativeEnsemble(StudentTask):
         pass
 
 
-@SCHEMES.register("one", kind="online", gen0=True, cacheable=True,
+@SCHEMES.register("one", kind="online", gen0=True, cacheable=True, check=_check_one,
                   paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-fly Native Ensemble (arXiv:1806.04606)",
                   summary="branches on a shared trunk, each distilling from their gated ensemble")
 def one(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, branches: int = 3,

@@ -54,7 +54,22 @@ class RouteTask(DistillTask):
         self.teacher.close()
 
 
-@SCHEMES.register("rco", kind="trajectory",
+def _check_rco(train: Any, generations: int, anchors: list[int] | None = None, **_: Any) -> None:
+    """Up-front check (before generation 0 trains): the trajectory rco needs will be saved."""
+    epochs, snaps = train.epochs, sorted(train.snapshot_epochs)
+    if generations >= 1 and not snaps:
+        raise ConfigError(f"rco needs a teacher trajectory: set train.snapshot_epochs to epochs within training "
+                          f"(1..{epochs}), e.g. {sorted({max(1, epochs // 3), max(1, 2 * epochs // 3)})}")
+    bad = [e for e in snaps if not 1 <= e <= epochs]
+    if bad:
+        raise ConfigError(f"rco: train.snapshot_epochs {bad} lie outside training (1..{epochs}); pick epochs "
+                          f"within train.epochs={epochs}")
+    missing = [e for e in (anchors or []) if e not in snaps]
+    if missing:
+        raise ConfigError(f"rco: anchors {missing} are not in train.snapshot_epochs {snaps}; pick anchors among them")
+
+
+@SCHEMES.register("rco", kind="trajectory", check=_check_rco,
                   paper="Jin et al. 2019, Knowledge Distillation via Route Constrained Optimization (arXiv:1904.09149)",
                   summary="the teacher's training checkpoints, in order, as a curriculum of anchor teachers")
 def rco(student: nn.Module, objective: Objective, teacher: Any | None, previous: list[nn.Module],
