@@ -58,6 +58,11 @@ def test_cli_run_writes_the_run_directory(tiny_config_yaml, tmp_path):
         ("objective=[{term: nope}]", "unknown method 'nope'"),
         ("data.name=imagenet", "unknown dataset 'imagenet'"),
         ("model.kernel=3", "unknown option 'kernel' for model 'mlp'"),
+        ("data.num_train=abc", "data: option 'num_train' of dataset 'synthetic' must be an integer, got 'abc'"),
+        ("data.separation=far", "option 'separation' of dataset 'synthetic' must be a number, got 'far'"),
+        ("objective=[{term: kd, weight: -1}]", "objective.kd.weight must be a finite number >= 0, got -1.0"),
+        ("train.device=tpu", "train.device: must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps (got 'tpu')"),
+        ("train.snapshot_epochs=[9]", "train: snapshot_epochs [9] lie outside training (1..3)"),
     ],
 )
 def test_config_errors_are_one_clear_line(tiny_config_yaml, override, needle):
@@ -105,6 +110,10 @@ def test_list_commands():
     r = gendistill("list", "datasets")
     assert r.returncode == 0 and all(d in r.stdout for d in ("mnist1d", "digits", "synthetic"))
     assert gendistill("list", "widgets").returncode == 2
+    r = gendistill("list", "schemes")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["name", "kind", "paper"] and "rco" in r.stdout
+    r = gendistill("list", "--help")
+    assert r.returncode == 0 and "schemes" in r.stdout
 
 
 def test_mnist1d_is_generated_locally_and_cached(tmp_path, monkeypatch):
@@ -130,3 +139,90 @@ def test_digits_and_synthetic():
     assert d.input_shape == (1, 8, 8) and d.num_classes == 10 and len(d.train) + len(d.test) == 1797
     s1, s2 = load_dataset("synthetic", seed=5), load_dataset("synthetic", seed=5)
     assert s1.train.x.equal(s2.train.x)
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ("data: {name: digits}", "error: model cnn1d expects 1-D signals (N, C, L) but dataset digits gives inputs of "
+                                 "shape (1, 8, 8); use cnn2d, mlp or resnet_cifar"),
+        ("model: {name: cnn2d}\ndata: {num_samples: 200}", "model cnn2d expects images (N, C, H, W) but dataset "
+                                                           "mnist1d gives inputs of shape (1, 40); use cnn1d or mlp"),
+        ("model: {name: resnet_cifar}\ndata: {num_samples: 200}", "model resnet_cifar expects images (N, C, H, W)"),
+        ("model: {name: cnn1d, width: 0}\ndata: {num_samples: 200}", "model 'cnn1d' (width=0): width must be >= 1, got 0"),
+        ("model: {name: mlp, depth: -1}\ndata: {num_samples: 200}", "mlp needs width >= 1 and depth >= 1"),
+        ("data: {num_samples: -5}", "data (mnist1d: num_samples=-5): num_samples must be >= 20, got -5"),
+        ("data: {num_samples: 200, train_split: 1.5}", "train_split must be in (0, 1), got 1.5"),
+        ("data: {name: digits, test_fraction: 2}\nmodel: {name: cnn2d}", "test_fraction must be in (0, 1), got 2"),
+        ("data: {name: synthetic, num_classes: 0}\nmodel: {name: mlp}", "synthetic needs num_classes >= 2"),
+        ("data: {name: imagefolder, root: ., size: 0}\nmodel: {name: cnn2d}", "size must be >= 1 (pixels per side), got 0"),
+        ("train: {device: tpu}", "train.device: must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps (got 'tpu')"),
+        ("data: {num_samples: 200}\nscheme: {name: rco}\ntrain: {epochs: 2, snapshot_epochs: [3]}",
+         "snapshot_epochs [3] lie outside training (1..2)"),
+        ("data: {num_samples: 200}\nscheme: {name: dml, peers: 1}", "dml needs peers >= 2"),
+    ],
+)
+def test_bad_model_data_combos_and_values_exit_2_before_the_run_dir(tmp_path, config, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(config + "\n")
+    out = tmp_path / "run"
+    r = gendistill("run", str(path), "--out", str(out), "--progress", "off")
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
+def test_eval_refuses_a_bad_device_and_the_wrong_dataset(tmp_path):
+    from gendistill.engine.checkpoint import save_model
+    from gendistill.models import create_model
+
+    path = tmp_path / "m.safetensors"
+    save_model(create_model("cnn1d", 10, (1, 40), width=8), path,
+               {"gen": 0, "arch": "cnn1d(width=8)", "num_classes": 10, "model_spec": {"name": "cnn1d", "width": 8}})
+    r = gendistill("eval", "--teacher", str(path), "--student", str(path), "--data", "digits")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"teacher checkpoint {str(path)!r}: model cnn1d expects 1-D signals (N, C, L) but dataset digits" in r.stderr
+    assert "evaluate it on the dataset it was trained on" in r.stderr
+    r = gendistill("eval", "--teacher", str(path), "--student", str(path), "--data", "mnist1d", "--device", "tpu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--device must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps, got 'tpu'" in r.stderr
+
+
+def test_a_failed_start_does_not_block_the_corrected_rerun(tiny_config_yaml, tmp_path, capsys):
+    from gendistill.runner import prepare_run_dir, run_config
+
+    out = tmp_path / "run"
+    r = gendistill("run", str(tiny_config_yaml), "--out", str(out), "--set", "generations.gen0_checkpoint=missing.safetensors")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "config.yaml").exists()  # left behind, but it holds nothing worth protecting
+    root, summary, _ = run_config(load_config(tiny_config_yaml, ["generations.count=1"]), out=out, progress="off")
+    assert "starting over in it" in capsys.readouterr().err
+    assert len(summary["generations"]) == 2 and (out / "gen1" / "metrics.json").exists()
+    assert yaml.safe_load((out / "config.yaml").read_text())["generations"]["gen0_checkpoint"] is None
+    # a directory with finished generations is still protected, and so is one gendistill did not write
+    with pytest.raises(ConfigError, match="already holds a run"):
+        prepare_run_dir(load_config(tiny_config_yaml), out, resume=False)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "config.yaml").write_text("x: 1\n")
+    (other / "notes.txt").write_text("keep me\n")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        prepare_run_dir(load_config(tiny_config_yaml), other, resume=False)
+    assert (other / "notes.txt").exists()
+
+
+def test_resume_a_run_saved_before_keys_with_defaults_were_added(tiny_config_yaml, tmp_path):
+    from gendistill.runner import run_config
+
+    out = tmp_path / "run"
+    cfg = load_config(tiny_config_yaml, ["generations.count=1"])
+    _, first, _ = run_config(cfg, out=out, progress="off")
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("snapshot_epochs", "augment", "augment_views", "teacher_cache"):
+        del saved["train"][key]  # an older version wrote no such keys
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    _, again, _ = run_config(cfg, out=out, resume=True, progress="off")
+    assert again["generations"][1]["test_acc"] == first["generations"][1]["test_acc"]
+    assert again["generations"][1].get("resumed") is True
+    with pytest.raises(ConfigError, match="different config"):
+        run_config(load_config(tiny_config_yaml, ["generations.count=1", "train.lr=0.5"]), out=out, resume=True)

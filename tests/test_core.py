@@ -338,3 +338,54 @@ def test_resume_is_exact_for_stateful_terms(term, tiny_data, tmp_path, monkeypat
     b = load_file(str(tmp_path / "cut/gen1/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.generations[1]["test_nll"] == full.generations[1]["test_nll"]
+
+
+def test_python_api_config_errors_are_one_line_before_training(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"^config error: train\.epochs: Input should be greater than or equal to 1"):
+        Lineage(train={"epochs": 0})
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch'; allowed here: epochs"):
+        Lineage(train={"epoch": 3})
+    with pytest.raises(ConfigError, match="unknown objective preset 'foo'"):
+        Lineage(objective="foo")
+    with pytest.raises(ConfigError, match=r"rco needs a teacher trajectory: set train\.snapshot_epochs"):
+        Lineage(scheme="rco", train={"epochs": 2})
+    with pytest.raises(ConfigError, match=r"snapshot_epochs \[5\] lie outside training \(1\.\.2\)"):
+        Lineage(scheme="rco", train={"epochs": 2, "snapshot_epochs": [5]})
+    with pytest.raises(ConfigError, match="dml needs peers >= 2"):
+        Lineage(scheme={"name": "dml", "peers": 1})
+
+
+def test_model_that_does_not_fit_the_data_fails_before_training(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        Lineage(student="cnn1d", generations=1, train={"epochs": 1}).fit(tiny_data, out=out)
+    assert str(err.value) == ("model cnn1d expects 1-D signals (N, C, L) but dataset synthetic gives inputs of "
+                              "shape (8,); use mlp")
+    assert not out.exists()
+    with pytest.raises(ConfigError, match=r"^generations\.archs\.1: model cnn2d expects images \(N, C, H, W\)"):
+        Lineage(student="mlp", generations=1, archs={1: "cnn2d"}).fit(tiny_data, out=out)
+    with pytest.raises(ConfigError, match=r"model 'mlp' \(depth=-1\): mlp needs width >= 1 and depth >= 1"):
+        Lineage(student={"name": "mlp", "depth": -1}).fit(tiny_data, out=out)
+    with pytest.raises(ConfigError, match="model Sequential does not accept the inputs of dataset synthetic"):
+        Lineage(student=nn.Sequential(nn.Linear(5, 4))).fit(tiny_data, out=out)
+    with pytest.raises(ConfigError, match="outputs \\(3,\\) per sample but dataset synthetic has 4 classes"):
+        Lineage(student=nn.Sequential(nn.Linear(8, 3))).fit(tiny_data, out=out)
+    objective = [{"term": "fitnet", "layers": "nope"}]
+    with pytest.raises(ConfigError, match="generation 1's student \\(mlp\\) has no layer 'nope' to tap"):
+        Lineage(student="mlp", generations=1, objective=objective).fit(tiny_data, out=out)
+    assert not out.exists()
+
+
+def test_check_fits_leaves_the_rng_alone_and_names_the_fix():
+    from gendistill.models import check_fits
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    model = check_fits("cnn2d", "digits", 10, (1, 8, 8))
+    assert torch.rand(3).equal(expected) and not any(p.requires_grad is False for p in model.parameters())
+    with pytest.raises(ConfigError, match=r"model cnn2d expects images .* dataset mnist1d gives inputs of shape "
+                                          r"\(1, 40\); use cnn1d or mlp$"):
+        check_fits({"name": "cnn2d"}, "mnist1d", 10, (1, 40))
+    with pytest.raises(ConfigError, match=r"model 'cnn1d' \(width=0\): width must be >= 1, got 0"):
+        check_fits({"name": "cnn1d", "width": 0}, "mnist1d", 10, (1, 40))

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .analysis import metrics as M
 from .analysis.plots import reliability_bins
 from .analysis.similarity import cka_matrix, penultimate_features
-from .config import TrainConfig
+from .config import TrainConfig, validate_train
 from .data import DatasetBundle
 from .data.augment import AugmentPlan, build_augmentations
 from .engine import distributed
@@ -39,7 +39,8 @@ from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, load_snapshots, 
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
 from .knowledge import KnowledgeTerm, Objective, build_objective
-from .models import ModelSpec, build_model
+from .knowledge.taps import resolve_module
+from .models import ModelSpec, build_model, check_fits
 from .registry import SCHEMES
 from .schemes import DistillTask
 from .teachers import CachedTeacher, EnsembleTeacher, FrozenTeacher, freeze
@@ -149,8 +150,12 @@ class Lineage:
         self.count = generations
         self.objective = _objective_factory(objective, temperature)
         self.gen0_objective = _objective_factory(gen0_objective, temperature)
+        for what, factory in (("objective", self.objective), ("gen0_objective", self.gen0_objective)):
+            built = factory()  # an unknown preset or a bad term fails here, before any training
+            if not isinstance(built, Objective):
+                raise ConfigError(f"{what} factory returned {type(built).__name__}, expected an Objective")
         self.rule = teacher
-        self.train = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
+        self.train = validate_train(train)
         self.archs = dict(archs or {})
         self.seed = seed
         self.ensembles = ensembles
@@ -161,6 +166,35 @@ class Lineage:
         plan = SCHEMES.get(self.scheme_name).meta.get("archs")  # unknown names fail here, before any training
         if plan is not None:  # a lineage preset (TA chains) picks per-generation architectures; archs given win
             self.archs = {**plan(student, generations, **self.scheme_options), **self.archs}
+        check = SCHEMES.get(self.scheme_name).meta.get("check")
+        if check is not None:  # scheme options that can be checked before generation 0 trains
+            check(self.train, generations, **self.scheme_options)
+
+    def check(self, data: DatasetBundle, teacher: Any = None) -> None:
+        """Before any training: every generation's architecture builds for ``data`` and takes one dummy batch
+        (CPU, no grad), and the layers the objective taps exist. Raises one-line :class:`ConfigError` s."""
+        objective = self.objective()
+        first = 1 if isinstance(teacher, nn.Module) else 0  # a given teacher module is generation 0
+        built: dict[str, nn.Module] = {}
+        models: dict[int, nn.Module] = {}
+        for gen in range(first, self.count + 1):
+            spec = self.arch(gen)
+            key = repr(spec) if isinstance(spec, (str, dict)) else None
+            if key is None or key not in built:
+                where = f"generations.archs.{gen}" if gen in self.archs else "model"
+                model = check_fits(spec, data.name, data.num_classes, data.input_shape, where=where)
+                if key is not None:
+                    built[key] = model
+            models[gen] = built[key] if key is not None else model
+        for gen in range(1, self.count + 1):
+            for layer in objective.student_layers:
+                resolve_module(models[gen], layer, role=f"generation {gen}'s student ({self._arch_name(gen)})")
+            # the rule's teacher is always built with the objective's teacher layers (see _train_generation)
+            teachers = [gen - 1] if self.rule == "previous" else [0] if self.rule == "original" else list(range(gen))
+            for t in teachers:
+                if t in models:
+                    for layer in objective.teacher_layers:
+                        resolve_module(models[t], layer, role=f"generation {gen}'s teacher gen{t} ({self._arch_name(t)})")
 
     # ------------------------------------------------------------------------------------------ helpers
     def arch(self, gen: int) -> ModelSpec:
@@ -199,6 +233,7 @@ class Lineage:
         """Run the lineage on ``data``. ``teacher`` (a module or a safetensors path) becomes generation 0
         instead of training one. With ``out``, every generation is written to ``out/gen<k>/`` and, with
         ``resume``, finished generations are read back instead of retrained."""
+        self.check(data, teacher)  # a model that does not fit the data fails before anything is trained or written
         out = Path(out) if out is not None else None
         models: list[nn.Module] = []
         records: list[dict[str, Any]] = []

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import RunConfig
+from .config import RunConfig, validate
 from .data import load_dataset
 from .engine import distributed
+from .engine.progress import log
 from .errors import ConfigError
 from .io import atomic_write_text, write_json
 from .lineage import Lineage, LineageResult
@@ -29,11 +32,54 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _saved_config(saved: Path) -> dict[str, Any]:
+    """The config a run directory was started with, validated through :class:`RunConfig` so keys added (with
+    defaults) since it was written compare equal to their defaults."""
+    try:
+        raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{saved} cannot be read ({' '.join(str(e).split())[:200]}); move the run directory "
+                          "aside or start a new run with another --out") from None
+    try:
+        return validate(raw if isinstance(raw, dict) else {}).model_dump(mode="json")
+    except ConfigError:  # written by a version with other keys or values: compare it as written
+        return raw if isinstance(raw, dict) else {}
+
+
+_RUN_ENTRY = re.compile(r"config\.yaml|gen\d+|seed-?\d+|analysis|.*\.tmp")
+_WORK = ["gen*/metrics.json", "gen*/checkpoint.pt", "gen*/model.safetensors", "gen*/snapshots/*", "model.safetensors",
+         "summary.json"]
+
+
+def holds_work(root: Path) -> bool:
+    """Whether a run directory holds something worth protecting: a finished generation (``metrics.json``), a saved
+    model, snapshot or epoch checkpoint, at the top level or under ``seed<k>/`` (multi-seed runs)."""
+    return root.is_dir() and any(next(base.glob(p), None) is not None
+                                 for base in [root, *root.glob("seed*")] for p in _WORK)
+
+
+def failed_start(root: Path) -> bool:
+    """A directory left by a start that failed before anything was trained: gendistill's ``config.yaml`` and
+    nothing but (empty) run entries, holding no finished generation and no checkpoint. Not worth protecting."""
+    if not (root / "config.yaml").is_file() or holds_work(root):
+        return False
+    return all(_RUN_ENTRY.fullmatch(c.name) and (c.is_file() or c.is_dir()) and not c.is_symlink()
+               for c in root.iterdir())
+
+
 def prepare_run_dir(config: RunConfig, root: Path, resume: bool) -> None:
     saved = root / "config.yaml"
-    if resume:
+    if failed_start(root):  # nothing to protect or to resume: start over in it
+        log(f"note: {root} holds no finished generation or checkpoint (an earlier start failed); starting over in it",
+            "lines")
+        distributed.barrier()  # every process has looked at the directory before rank 0 clears it
+        if distributed.is_main():
+            for child in root.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        distributed.barrier()
+    elif resume:
         if saved.exists():
-            old = yaml.safe_load(saved.read_text())
+            old = _saved_config(saved)
             if _comparable(old) != _comparable(config.model_dump(mode="json")):
                 raise ConfigError(
                     f"{root} was started with a different config; resume it with its own config "
@@ -76,6 +122,8 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     root = run_dir_for(config, out)
     # data first: a missing or malformed dataset must not leave a half-started run directory behind
     data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)
+    # and every generation's model must take the data (one dummy batch) before the run directory is made
+    lineage_from_config(config, config.seeds[0], progress).check(data, config.generations.gen0_checkpoint)
     prepare_run_dir(config, root, resume)
     results = []
     summaries = []
