@@ -389,3 +389,18 @@ def test_check_fits_leaves_the_rng_alone_and_names_the_fix():
         check_fits({"name": "cnn2d"}, "mnist1d", 10, (1, 40))
     with pytest.raises(ConfigError, match=r"model 'cnn1d' \(width=0\): width must be >= 1, got 0"):
         check_fits({"name": "cnn1d", "width": 0}, "mnist1d", 10, (1, 40))
+
+
+def test_given_teacher_module_keeps_its_own_architecture_on_disk_and_on_resume(tiny_data, tmp_path):
+    """A teacher nn.Module passed to fit() is recorded as itself (not as the student's spec) and reused on resume."""
+    from gendistill.models import create_model
+
+    teacher = create_model("mlp", tiny_data.num_classes, tiny_data.input_shape, width=32)
+    make = lambda: Lineage(student={"name": "mlp", "width": 8}, generations=1, progress="off",  # noqa: E731
+                           train={"epochs": 2, "batch_size": 64, "fidelity_samples": 0})
+    first = make().fit(tiny_data, out=tmp_path / "run", teacher=teacher)
+    assert first.generations[0]["arch"] == "MLP" and first.generations[0]["teacher"] == "given"
+    assert first.generations[0]["params"] == sum(p.numel() for p in teacher.parameters())
+    again = make().fit(tiny_data, out=tmp_path / "run", teacher=teacher, resume=True)
+    assert [g.get("resumed") for g in again.generations] == [True, True]
+    assert again.generations[1]["test_acc"] == first.generations[1]["test_acc"]

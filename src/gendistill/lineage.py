@@ -244,8 +244,9 @@ class Lineage:
             gen_dir = out / f"gen{gen}" if out is not None else None
             t0 = time.perf_counter()
             self._teacher_path = None
+            given_module = gen == 0 and isinstance(teacher, nn.Module)  # its own architecture, not the student's
             if gen_dir is not None and resume and (gen_dir / METRICS_FILE).exists():
-                model = self._new_model(gen, data)
+                model = self._given_teacher(teacher, data) if given_module else self._new_model(gen, data)
                 load_model(model, gen_dir / MODEL_FILE, role=f"generation {gen}")
                 record = read_json(gen_dir / METRICS_FILE)
                 record["resumed"] = True
@@ -263,14 +264,16 @@ class Lineage:
                 model, history = self._train_generation(gen, data, models, gen_dir, resume)
             models.append(freeze(model))
             self._record_outputs(model, data)
-            record = {"gen": gen, "arch": self._arch_name(gen), "params": sum(p.numel() for p in model.parameters()),
+            arch_name = type(model).__name__ if given_module else self._arch_name(gen)
+            record = {"gen": gen, "arch": arch_name, "params": sum(p.numel() for p in model.parameters()),
                       "teacher": ("given" if gen == 0 and teacher is not None
                                   else teacher_label(self.rule, gen, self._scheme_teachers(gen))),
                       "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
                       "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
             if gen_dir is not None:
                 save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"], "num_classes": data.num_classes,
-                                                         "model_spec": spec if isinstance(spec := self.arch(gen), (str, dict)) else None})
+                                                         "model_spec": None if given_module else
+                                                         (spec if isinstance(spec := self.arch(gen), (str, dict)) else None)})
             records.append(record)
             if gen_dir is not None:
                 write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, data)})
