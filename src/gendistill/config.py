@@ -141,7 +141,7 @@ class TrainConfig(_Strict):
         default_factory=list, description="input augmentations, e.g. [{name: shift, max_shift: 3}, {name: noise, std: 0.05}]")
     augment_views: int = Field(
         8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
-    compile: bool = Field(False, description="torch.compile the student (and trainable knowledge modules)")
+    compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
 
 
