@@ -162,25 +162,31 @@ class _Crash(Exception):
     pass
 
 
+def _interrupted_fit(monkeypatch, make, data, out, gen: int, epoch: int) -> None:
+    """Run ``make().fit(data, out=out)`` and crash it after ``epoch`` of generation ``gen`` (a kill mid-run)."""
+    from gendistill.engine import trainer as trainer_mod
+
+    real_check = trainer_mod.Trainer._check_finite
+
+    def crash(self, row, e):
+        real_check(self, row, e)
+        if self.desc == f"gen{gen}" and e == epoch:
+            raise _Crash()
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", crash)
+    with pytest.raises(_Crash):
+        make().fit(data, out=out)
+    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", real_check)
+
+
 def test_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch):
     from gendistill.config import TrainConfig
-    from gendistill.engine import trainer as trainer_mod
 
     cfg = TrainConfig(epochs=5, batch_size=64, lr=0.01, optimizer="sgd", schedule="onecycle", fidelity_samples=32)
     make = lambda: Lineage(student={"name": "mlp", "width": 32, "dropout": 0.1}, generations=2, train=cfg, progress="off")  # noqa: E731
     full = make().fit(tiny_data, out=tmp_path / "full")
 
-    real_check = trainer_mod.Trainer._check_finite
-
-    def crash_in_gen1_epoch3(self, row, epoch):
-        real_check(self, row, epoch)
-        if self.desc == "gen1" and epoch == 3:
-            raise _Crash()
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", crash_in_gen1_epoch3)
-    with pytest.raises(_Crash):
-        make().fit(tiny_data, out=tmp_path / "cut")
-    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", real_check)
+    _interrupted_fit(monkeypatch, make, tiny_data, tmp_path / "cut", gen=1, epoch=3)
     assert (tmp_path / "cut/gen0/metrics.json").exists() and not (tmp_path / "cut/gen1/metrics.json").exists()
     assert torch.load(tmp_path / "cut/gen1/checkpoint.pt", weights_only=True)["epoch"] == 2
 
@@ -313,24 +319,13 @@ def test_compile_keeps_feature_taps_working_across_generations(tiny_data, tmp_pa
 def test_resume_is_exact_for_stateful_terms(term, tiny_data, tmp_path, monkeypatch):
     """dkpp's permutation stream and kd_instance's running class means are checkpointed with the task."""
     from gendistill.config import TrainConfig
-    from gendistill.engine import trainer as trainer_mod
 
     cfg = TrainConfig(epochs=4, batch_size=64, lr=0.01, fidelity_samples=0)
     objective = [{"term": "ce", "weight": 1.0}, term]
     make = lambda: Lineage(student={"name": "mlp", "width": 16}, generations=1, objective=objective, train=cfg,  # noqa: E731
                            progress="off")
     full = make().fit(tiny_data, out=tmp_path / "full")
-    real_check = trainer_mod.Trainer._check_finite
-
-    def crash(self, row, epoch):
-        real_check(self, row, epoch)
-        if self.desc == "gen1" and epoch == 2:
-            raise _Crash()
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", crash)
-    with pytest.raises(_Crash):
-        make().fit(tiny_data, out=tmp_path / "cut")
-    monkeypatch.setattr(trainer_mod.Trainer, "_check_finite", real_check)
+    _interrupted_fit(monkeypatch, make, tiny_data, tmp_path / "cut", gen=1, epoch=2)
     resumed = make().fit(tiny_data, out=tmp_path / "cut", resume=True)
     from safetensors.torch import load_file
 
