@@ -190,8 +190,7 @@ class Lineage:
             for layer in objective.student_layers:
                 resolve_module(models[gen], layer, role=f"generation {gen}'s student ({self._arch_name(gen)})")
             # the rule's teacher is always built with the objective's teacher layers (see _train_generation)
-            teachers = [gen - 1] if self.rule == "previous" else [0] if self.rule == "original" else list(range(gen))
-            for t in teachers:
+            for t in self._rule_teachers(gen):
                 if t in models:
                     for layer in objective.teacher_layers:
                         resolve_module(models[t], layer, role=f"generation {gen}'s teacher gen{t} ({self._arch_name(t)})")
@@ -215,12 +214,22 @@ class Lineage:
         seed_everything(gen_seed(self.seed, gen))
         return build_model(self.arch(gen), data.num_classes, data.input_shape)
 
-    def _teacher_for(self, gen: int, models: list[nn.Module], layers: tuple[str, ...]):
+    def _rule_teachers(self, gen: int) -> list[int]:
+        """The generations the ``generations.teacher`` rule makes generation ``gen``'s teacher (several: the
+        mean of their probabilities); none for generation 0."""
+        if gen == 0:
+            return []
         if self.rule == "previous":
-            return FrozenTeacher(models[gen - 1], layers)
+            return [gen - 1]
         if self.rule == "original":
-            return FrozenTeacher(models[0], layers)
-        return FrozenTeacher(models[0], layers) if gen == 1 else EnsembleTeacher(models[:gen], layers)
+            return [0]
+        return list(range(gen))
+
+    def _teacher_for(self, gen: int, models: list[nn.Module], layers: tuple[str, ...]):
+        chosen = self._rule_teachers(gen)
+        if len(chosen) == 1:
+            return FrozenTeacher(models[chosen[0]], layers)
+        return EnsembleTeacher([models[g] for g in chosen], layers)
 
     # ------------------------------------------------------------------------------------------ training
     def fit(
@@ -251,7 +260,7 @@ class Lineage:
                 record = read_json(gen_dir / METRICS_FILE)
                 record["resumed"] = True
                 if gen > 0:  # the label follows the config (read back, it could be a label of an older version)
-                    record["teacher"] = teacher_label(self.rule, gen, self._scheme_teachers(gen))
+                    record["teacher"] = self._teacher_label(gen)
                 models.append(freeze(model))
                 self._trajectories[gen] = load_snapshots(gen_dir)
                 self._record_outputs(model, data)
@@ -267,7 +276,7 @@ class Lineage:
             arch_name = type(model).__name__ if given_module else self._arch_name(gen)
             record = {"gen": gen, "arch": arch_name, "params": sum(p.numel() for p in model.parameters()),
                       "teacher": ("given" if gen == 0 and teacher is not None
-                                  else teacher_label(self.rule, gen, self._scheme_teachers(gen))),
+                                  else self._teacher_label(gen)),
                       "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
                       "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
             if gen_dir is not None:
@@ -352,8 +361,7 @@ class Lineage:
                 elif chosen:  # the teachers the scheme names, as the final fidelity figures measure them
                     probe = FidelityProbe(xs, M.ensemble_logits([self._logits(models[g], xs) for g in chosen]))
             teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir, plan)
-            label = teacher_label(self.rule, gen, self._scheme_teachers(gen))
-            log(f"[gen{gen}] teacher {label}: {self._teacher_path}", self.progress)
+            log(f"[gen{gen}] teacher {self._teacher_label(gen)}: {self._teacher_path}", self.progress)
         elif objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
         if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists() and distributed.is_main():
@@ -394,13 +402,15 @@ class Lineage:
 
     def _rule_teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
         """The outputs of the teacher chosen by ``generations.teacher`` (the one handed to the scheme)."""
-        if gen == 0:
+        chosen = self._rule_teachers(gen)
+        if not chosen:
             return None
-        if self.rule == "previous":
-            return test_logits[gen - 1]
-        if self.rule == "original":
-            return test_logits[0]
-        return M.ensemble_logits(test_logits[:gen])
+        if self.rule == "ensemble":
+            return M.ensemble_logits([test_logits[g] for g in chosen])
+        return test_logits[chosen[0]]
+
+    def _teacher_label(self, gen: int) -> str | None:
+        return teacher_label(self.rule, gen, self._scheme_teachers(gen))
 
     def _gen_metrics(self, gen: int, data: DatasetBundle) -> dict[str, Any]:
         test, train = self._test_logits, self._train_logits

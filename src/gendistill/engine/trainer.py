@@ -221,7 +221,7 @@ class Trainer:
                     task.on_epoch_start(epoch, cfg.epochs)
                 task.train()
                 sums: dict[str, Tensor] = {}
-                names: tuple[str, ...] | None = None
+                part_names: tuple[str, ...] | None = None
                 acc: Tensor | None = None
                 correct = torch.zeros((), device=dev)
                 scored = False  # a task that returns no "logits" (data-free) gets no training accuracy
@@ -242,15 +242,15 @@ class Trainer:
                     optimizer.step()
                     scheduler.step()
                     # every part's batch-weighted sum in one device vector: a few ops per step, no sync
-                    if names is None or len(parts) != len(names) or any(a != b for a, b in zip(parts, names)):
-                        _fold(sums, names, acc)
-                        names, acc = tuple(parts), torch.zeros(len(parts), device=dev)
+                    if tuple(parts) != part_names:
+                        _fold(sums, part_names, acc)
+                        part_names, acc = tuple(parts), torch.zeros(len(parts), device=dev)
                     acc.add_(torch.stack([v.detach() for v in parts.values()]).float(), alpha=len(yb))
                     if logits is not None:
                         correct += (logits.detach().argmax(-1) == yb).sum()
                         scored = True
                     bar.advance()
-                _fold(sums, names, acc)
+                _fold(sums, part_names, acc)
                 seen = len(loader) * cfg.batch_size if loader.drop_last else n
                 if world > 1:  # one collective per epoch: every part's sum and the correct count
                     names = list(sums)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..registry import MODELS
+from .cnn import _positive
 
 
 class BasicBlock(nn.Module):
@@ -52,8 +53,7 @@ class ResNetCIFAR(nn.Module):
 @MODELS.register("resnet_cifar", summary="CIFAR ResNet (He et al. 2016): depth 6n+2 (default 20), widths w, 2w, 4w",
                  input_rank=3, inputs="images (N, C, H, W)")
 def resnet_cifar(num_classes: int, input_shape: tuple[int, ...], depth: int = 20, width: int = 16) -> ResNetCIFAR:
-    if not width >= 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+    _positive(width=width)
     if len(input_shape) != 3:
         raise ValueError(f"resnet_cifar expects images shaped (channels, height, width), got {tuple(input_shape)}")
     return ResNetCIFAR(depth, num_classes, input_shape[0], width)

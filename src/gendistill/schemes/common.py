@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..knowledge.base import Objective
-from ..knowledge.response import CrossEntropy
+from ..knowledge.response import CrossEntropy, kl_div_with_temperature
 from ..models import reset_parameters
 
 
@@ -59,10 +59,7 @@ def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
 def kl_to(student_logits: Tensor, target_logits: Tensor, temperature: float) -> Tensor:
     """``T^2 (1/N) sum_i KL(softmax(t_i/T) || softmax(s_i/T))`` with the target detached."""
-    t = temperature
-    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p = F.log_softmax(target_logits.detach().float() / t, dim=-1)
-    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * (t * t)
+    return kl_div_with_temperature(student_logits, target_logits.detach(), temperature)
 
 
 def stages(model: nn.Module) -> list[str]:
