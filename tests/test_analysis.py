@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from gendistill.analysis import metrics
-from gendistill.analysis.plots import ece_from_bins, reliability_bins
+from gendistill import metrics
+from gendistill.analysis.plots import ece_from_bins
 from gendistill.analysis.report import compare_runs, load_run, write_report
-from gendistill.analysis.similarity import cka_matrix, linear_cka, penultimate_features
 from gendistill.analysis.stats import aggregate_summaries, paired_comparison, summarize
 from gendistill.knowledge import Batch, Outputs
 from gendistill.knowledge.ablations import (
@@ -25,7 +24,9 @@ from gendistill.knowledge.ablations import (
     TfKD,
     permute_non_argmax,
 )
+from gendistill.metrics import reliability_bins
 from gendistill.registry import METHODS
+from gendistill.similarity import cka_matrix, linear_cka, penultimate_features
 
 T_975_DF4 = 2.7764451051977934  # Student t quantile 0.975, 4 degrees of freedom (tables)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gendistill.analysis import metrics as M
+from gendistill import metrics as M
 from gendistill.analysis.evaluate_cli import parse_arch_string, parse_model_option
 from gendistill.cli import app
 from gendistill.config import load_config

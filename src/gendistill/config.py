@@ -14,8 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import data as _data  # noqa: F401  (registers datasets)
 from . import models as _models  # noqa: F401  (registers models)
+from . import schemes as _schemes  # noqa: F401  (registers schemes)
+from .engine.settings import TrainConfig
 from .errors import ConfigError
+from .knowledge import build_objective
 from .registry import DATASETS, MODELS, SCHEMES, Registry
+from .teaching import RuleName
+from .validation import format_validation_error
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -38,8 +43,6 @@ class _Registered(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from . import schemes as _schemes  # noqa: F401  (registers schemes)
-
         try:
             cls._registry.get(v)
         except ConfigError as e:  # "unknown <kind> ...; available: ...", reported with the key's location
@@ -100,7 +103,7 @@ class SchemeConfig(_Registered):
     """``{name: offline}``: how generations >= 1 are trained (a registered scheme and its options)."""
 
     _registry = SCHEMES
-    _passed = ("student", "objective", "teacher", "data", "gen", "previous", "train", "trajectories")
+    _passed = ("ctx",)
     name: str = "offline"
 
 
@@ -112,81 +115,6 @@ class DataConfig(_Registered):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class TrainConfig(_Strict):
-    """Optimisation settings shared by every generation."""
-
-    epochs: int = Field(30, ge=1, description="passes over the training set")
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = Field(3e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov off)")
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before cosine/step/constant")
-    step_size: int = Field(10, ge=1, description="epochs between decays for schedule=step")
-    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for schedule=step")
-    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null = off")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
-    checkpoint_every: int = Field(1, ge=1, description="epochs between resume checkpoints")
-    fidelity_samples: int = Field(512, ge=0, description="held-out samples for per-epoch agreement/KL with the teacher")
-    snapshot_epochs: list[int] = Field(default_factory=list, description=(
-        "epochs after which the evaluated model is saved to <gen dir>/snapshots/epoch<e>.safetensors: a teacher "
-        "trajectory, for the rco scheme"))
-    teacher_cache: Literal["auto", "off"] = Field(
-        "auto", description="auto: compute a fixed teacher's outputs once per generation and reuse them; off: live teacher")
-    cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage type of cached teacher outputs")
-    cache_mmap_mb: float = Field(512.0, gt=0, description="memory-map caches larger than this into the run directory")
-    augment: list[dict[str, Any]] = Field(
-        default_factory=list, description="input augmentations, e.g. [{name: shift, max_shift: 3}, {name: noise, std: 0.05}]")
-    augment_views: int = Field(
-        8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
-    compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
-    channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
-
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, v: str) -> str:
-        from .engine.evaluate import check_device_name
-
-        try:
-            return check_device_name(v)
-        except ConfigError:
-            raise ValueError("must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps") from None
-
-    @field_validator("teacher_cache", mode="before")
-    @classmethod
-    def _yaml_off(cls, v: Any) -> Any:  # YAML reads a bare `off` as false
-        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
-
-    @model_validator(mode="after")
-    def _snapshots_within_training(self) -> TrainConfig:
-        bad = [e for e in self.snapshot_epochs if not 1 <= e <= self.epochs]
-        if bad:
-            raise ValueError(f"snapshot_epochs {bad} lie outside training (1..{self.epochs}); pick epochs within "
-                             "train.epochs")
-        return self
-
-    @field_validator("augment", mode="before")
-    @classmethod
-    def _one_augmentation(cls, v: Any) -> Any:
-        if isinstance(v, (str, dict)):
-            v = [v]
-        return [{"name": a} if isinstance(a, str) else a for a in (v or [])]
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augmentations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from .data.augment import build_augmentations
-
-        try:
-            build_augmentations(v)
-        except ConfigError as e:
-            raise ValueError(str(e).removeprefix("config error: train.augment").lstrip(".: ")) from None
-        return v
-
-
 class ObjectivePreset(_Strict):
     preset: Literal["ce", "ban", "ban+l", "hinton"] = "ban+l"
     temperature: float = Field(4.0, gt=0)
@@ -196,7 +124,7 @@ class ObjectivePreset(_Strict):
 
 class GenerationsConfig(_Strict):
     count: int = Field(3, ge=0, description="born-again generations after generation 0")
-    teacher: Literal["previous", "ensemble", "original"] = "previous"
+    teacher: RuleName = "previous"
     gen0_checkpoint: str | None = Field(None, description="safetensors file: load generation 0 instead of training it")
     gen0_objective: Literal["ce"] | list[dict[str, Any]] = "ce"
     archs: dict[int, ModelConfig] = Field(default_factory=dict, description="per-generation architecture overrides")
@@ -237,24 +165,18 @@ class RunConfig(_Strict):
     def _objective_builds(self) -> RunConfig:
         self.build_objective()  # raises ConfigError naming the bad term option
         if isinstance(self.generations.gen0_objective, list):
-            from .knowledge import build_objective
-
             obj = build_objective(self.generations.gen0_objective)
             if obj.needs_teacher:
                 raise ConfigError("generations.gen0_objective: generation 0 has no teacher; use label terms only")
         return self
 
     def build_objective(self):
-        from .knowledge import build_objective
-
         if isinstance(self.objective, ObjectivePreset):
             o = self.objective
             return build_objective(o.preset, temperature=o.temperature, alpha=o.alpha, label_smoothing=o.label_smoothing)
         return build_objective(self.objective)
 
     def build_gen0_objective(self):
-        from .knowledge import build_objective
-
         g0 = self.generations.gen0_objective
         if isinstance(g0, str):
             smoothing = self.objective.label_smoothing if isinstance(self.objective, ObjectivePreset) else 0.0
@@ -269,37 +191,6 @@ class RunConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------------- loading
-
-
-def _format_error(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
-    """One line for the first error; ``prefix`` is the key path of the validated block (``("train",)``)."""
-    e = dict(err.errors()[0])
-    e["loc"] = (*prefix, *e["loc"])
-    loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    # pydantic adds the union branch name to locations; drop those that are not keys
-    loc = loc.replace(".ObjectivePreset", "").replace(".list[dict[str,any]]", "")
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        parent = _model_at(e["loc"][:-1])
-        allowed = ", ".join(parent.model_fields) if parent else ""
-        return f"config error: unknown key {loc!r}" + (f"; allowed here: {allowed}" if allowed else "")
-    got = e.get("input")
-    got_s = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-    return f"config error: {loc or 'config'}: {msg}{got_s}"
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = RunConfig
-    for key in loc:
-        field = model.model_fields.get(str(key)) if isinstance(key, str) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            return None
-    return model
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -364,19 +255,7 @@ def validate(raw: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
-
-
-def validate_train(train: TrainConfig | dict[str, Any] | None) -> TrainConfig:
-    """A :class:`TrainConfig` from a dict of its fields (Python API), with config errors as one line."""
-    if isinstance(train, TrainConfig):
-        return train
-    if train is not None and not isinstance(train, dict):
-        raise ConfigError(f"config error: train must be a TrainConfig or a dict of its fields, got {type(train).__name__}")
-    try:
-        return TrainConfig.model_validate(train or {})
-    except ValidationError as e:
-        raise ConfigError(_format_error(e, ("train",))) from None
+        raise ConfigError(format_validation_error(e, RunConfig)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

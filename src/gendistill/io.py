@@ -1,4 +1,6 @@
-"""One way to write files: atomically (temporary file in the same folder, fsync, then rename)."""
+"""One way to write files: atomically (temporary file in the same folder, fsync, then rename).
+
+This module imports nothing of the package: it sits below everything that writes files."""
 
 from __future__ import annotations
 
@@ -14,9 +16,7 @@ import torch
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash never leaves half a file. In a ``torchrun`` job only
     rank 0 writes; on other ranks this does nothing."""
-    from .engine.distributed import is_main
-
-    if not is_main():
+    if os.environ.get("RANK", "0") != "0":  # torchrun sets RANK in every process; only rank 0 writes
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

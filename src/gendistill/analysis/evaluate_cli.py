@@ -1,6 +1,6 @@
 """``gendistill eval``: fidelity between two saved models, and each model's own figures, on one dataset.
 
-Every number comes from :mod:`gendistill.analysis.metrics` (the definitions used by the lineage, the report
+Every number comes from :mod:`gendistill.metrics` (the definitions used by the lineage, the report
 and ``summary.json``), computed on the outputs of the saved (final-epoch) weights, on the test and the train
 split:
 
@@ -25,13 +25,13 @@ import yaml
 from pydantic import ValidationError
 from torch import Tensor, nn
 
+from .. import metrics as M
 from ..config import ModelConfig, apply_overrides, validate
 from ..data import DatasetBundle, load_dataset
 from ..engine.checkpoint import load_model, read_safetensors
 from ..engine.evaluate import predict_logits, select_device
 from ..errors import CheckpointError, ConfigError
 from ..models import build_model, check_fits
-from . import metrics as M
 
 SPLITS = ("test", "train")
 MODEL_FIELDS = ("acc", "nll", "brier", "ece")

@@ -7,7 +7,6 @@ Figures aggregated over seeds show the mean with 95% Student-t intervals as erro
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Sequence
@@ -18,52 +17,13 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch import Tensor
 
 from ..io import atomic_write_bytes
-from .metrics import ECE_BINS
 from .stats import is_stat
 
 DPI = 110
 
 # ------------------------------------------------------------------------------------------ reliability
-
-
-def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = ECE_BINS) -> dict[str, list[float]]:
-    """Per-bin confidence, accuracy and count, binned exactly as :func:`gendistill.analysis.metrics.ece`.
-
-    ``conf_i = max_c softmax(z_i)(c)`` (float32, as ``metrics.ece``) falls in bin ``b`` when
-    ``b/n <= conf_i < (b+1)/n`` (equal-width bins, ``torchmetrics`` binning). ``torchmetrics`` keeps samples
-    whose confidence is exactly 1.0 in a bin of their own, so the result has ``n_bins + 1`` entries and the
-    last one is ``[1, 1]``; it is empty unless a softmax saturates in float32. With these bins
-
-    ``ECE = sum_b (count_b / N) |bin_acc_b - bin_conf_b|``  (:func:`ece_from_bins`)
-
-    reproduces ``metrics.ece``. Empty bins have ``bin_conf = bin_acc = 0``.
-    Returns ``{"bin_lower", "bin_upper", "bin_conf", "bin_acc", "bin_count"}`` as lists.
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    p = logits.detach().float().softmax(-1)
-    conf, pred = p.max(-1)
-    correct = (pred == y.to(pred.device)).double()
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype, device=conf.device)
-    idx = torch.bucketize(conf, edges, right=True) - 1
-    k = n_bins + 1
-    count = torch.zeros(k, dtype=torch.float64, device=conf.device).index_add_(
-        0, idx, torch.ones_like(correct)
-    )
-    conf_sum = torch.zeros_like(count).index_add_(0, idx, conf.double())
-    acc_sum = torch.zeros_like(count).index_add_(0, idx, correct)
-    safe = count.clamp_min(1)
-    lower = edges.double().tolist()
-    return {
-        "bin_lower": lower,
-        "bin_upper": lower[1:] + [1.0],
-        "bin_conf": (conf_sum / safe).tolist(),
-        "bin_acc": (acc_sum / safe).tolist(),
-        "bin_count": [int(c) for c in count.tolist()],
-    }
 
 
 def ece_from_bins(bins: dict[str, Sequence[float]]) -> float:
@@ -208,19 +168,6 @@ def plot_generation_metric(
     if series:
         ax.legend(fontsize=8)
     return _save(fig, path)
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``history.csv`` as floats (empty or non-numeric cells become NaN)."""
-
-    def num(v: str | None) -> float:
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: num(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
 
 
 _NOT_PLOTTED = {"epoch", "lr", "seconds", "step", "time"}

@@ -1,6 +1,6 @@
 """The report of a run directory (``report.md`` + self-contained ``report.html``) and ``compare_runs``.
 
-Reads only the run directory (see "The run directory" in DESIGN.md):
+Reads only the run directory (the contract of :mod:`gendistill.rundir`, docs/design.md):
 
 - ``summary.json``: one seed, or aggregated over seeds (it has ``"seeds"``); when only per-seed folders
   ``seed0/ seed1/ ...`` hold summaries, they are aggregated here with :func:`aggregate_summaries`;
@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import metrics as metrics_module
+from .. import rundir
 from ..errors import GendistillError
 from ..io import atomic_write_text
-from . import metrics as metrics_module
 from . import stats as stats_module
 from .plots import (
     ensemble_label,
@@ -37,14 +38,10 @@ from .plots import (
     plot_reliability,
     plot_training_curves,
     pool_bins,
-    read_history,
 )
 from .stats import aggregate_summaries, is_aggregated, is_stat, mean_of
 
-SUMMARY = "summary.json"
-HISTORY = "history.csv"
-ANALYSIS = "analysis"
-PLOTS = "plots"
+SUMMARY, HISTORY, ANALYSIS, PLOTS = rundir.SUMMARY, rundir.HISTORY, rundir.ANALYSIS, rundir.PLOTS
 
 # (summary field, column header, scale, digits): accuracies and ECE shown in percent.
 HEADLINE = [
@@ -88,14 +85,7 @@ class RunData:
         return [d for _, d in self.seed_dirs] or [self.root]
 
 
-def seed_dirs(root: Path) -> list[tuple[int, Path]]:
-    """``(seed, folder)`` for each ``seed<k>/`` folder of ``root``, by seed."""
-    found = []
-    for d in root.iterdir() if root.is_dir() else []:
-        m = re.fullmatch(r"seed(\d+)", d.name)
-        if m and d.is_dir():
-            found.append((int(m.group(1)), d))
-    return sorted(found)
+seed_dirs = rundir.seed_dirs
 
 
 def _read_json(path: Path) -> Any:
@@ -180,8 +170,8 @@ def load_reliability(run: RunData) -> tuple[dict[str, dict[str, Any]] | None, in
 
 
 def load_histories(run: RunData, gen: int) -> list[list[dict[str, float]]]:
-    paths = [d / f"gen{gen}" / HISTORY for d in run.data_dirs]
-    return [read_history(p) for p in paths if p.exists()]
+    rows = [rundir.read_history(rundir.gen_dir(d, gen)) for d in run.data_dirs]
+    return [r for r in rows if r]
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -414,7 +404,7 @@ def build_report(run: RunData, plot_dir: Path) -> list[Block]:
         blocks.append(("h2", "Figures"))
         blocks += [("fig", p, cap) for p, cap in figs]
     blocks += _definitions()
-    cfg = run.root / "config.yaml"
+    cfg = run.root / rundir.CONFIG
     if cfg.exists():
         blocks += [("h2", "Config"), ("pre", cfg.read_text(encoding="utf-8"))]
     return blocks
@@ -534,7 +524,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     plot_dir = run.root / PLOTS
     plot_dir.mkdir(exist_ok=True)
     blocks = build_report(run, plot_dir)
-    md_path, html_path = run.root / "report.md", run.root / "report.html"
+    md_path, html_path = run.root / rundir.REPORT_MD, run.root / rundir.REPORT_HTML
     atomic_write_text(md_path, render_markdown(blocks, run.root))
     atomic_write_text(html_path, render_html(blocks))
     return html_path, md_path

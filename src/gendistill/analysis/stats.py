@@ -160,7 +160,7 @@ def _paired_vs(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[s
 def aggregate_summaries(
     summaries: Sequence[dict[str, Any]], seeds: Sequence[int] | None = None
 ) -> dict[str, Any]:
-    """Combine per-seed ``summary.json`` dicts (see the run-directory contract in DESIGN.md) into one.
+    """Combine per-seed ``summary.json`` dicts (the run-directory contract: :mod:`gendistill.rundir`, docs/design.md) into one.
 
     The result has the same structure: ``generations`` (matched across seeds by ``gen``) and ``ensembles``
     (matched by ``members``), every numeric field replaced by :func:`summarize` over seeds, and other fields

@@ -77,3 +77,40 @@ def fidelity_metrics(teacher_logits: Tensor, student_logits: Tensor) -> dict[str
         "agreement": agreement(teacher_logits, student_logits),
         "kl": kl_teacher_student(teacher_logits, student_logits),
     }
+
+
+def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = ECE_BINS) -> dict[str, list[float]]:
+    """Per-bin confidence, accuracy and count, binned exactly as :func:`ece`.
+
+    ``conf_i = max_c softmax(z_i)(c)`` (float32, as :func:`ece`) falls in bin ``b`` when
+    ``b/n <= conf_i < (b+1)/n`` (equal-width bins, ``torchmetrics`` binning). ``torchmetrics`` keeps samples
+    whose confidence is exactly 1.0 in a bin of their own, so the result has ``n_bins + 1`` entries and the
+    last one is ``[1, 1]``; it is empty unless a softmax saturates in float32. With these bins
+
+    ``ECE = sum_b (count_b / N) |bin_acc_b - bin_conf_b|``  (``analysis.plots.ece_from_bins``)
+
+    reproduces :func:`ece`. Empty bins have ``bin_conf = bin_acc = 0``.
+    Returns ``{"bin_lower", "bin_upper", "bin_conf", "bin_acc", "bin_count"}`` as lists.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    p = logits.detach().float().softmax(-1)
+    conf, pred = p.max(-1)
+    correct = (pred == y.to(pred.device)).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype, device=conf.device)
+    idx = torch.bucketize(conf, edges, right=True) - 1
+    k = n_bins + 1
+    count = torch.zeros(k, dtype=torch.float64, device=conf.device).index_add_(
+        0, idx, torch.ones_like(correct)
+    )
+    conf_sum = torch.zeros_like(count).index_add_(0, idx, conf.double())
+    acc_sum = torch.zeros_like(count).index_add_(0, idx, correct)
+    safe = count.clamp_min(1)
+    lower = edges.double().tolist()
+    return {
+        "bin_lower": lower,
+        "bin_upper": lower[1:] + [1.0],
+        "bin_conf": (conf_sum / safe).tolist(),
+        "bin_acc": (acc_sum / safe).tolist(),
+        "bin_count": [int(c) for c in count.tolist()],
+    }

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..knowledge.taps import FeatureTap, penultimate_module
+from .knowledge.taps import FeatureTap, penultimate_module
 
 
 def _centered(x: Tensor) -> Tensor:
