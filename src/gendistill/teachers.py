@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .knowledge.base import Outputs
-from .knowledge.taps import FeatureTap
+from .knowledge.taps import TappedModel
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -29,7 +29,7 @@ class FrozenTeacher:
     def __init__(self, model: nn.Module, layers: Sequence[str] = ()):
         self.model = freeze(model)
         self.layers = tuple(layers)
-        self._tap = FeatureTap(model, self.layers, role="teacher") if self.layers else None
+        self._run = TappedModel(model, self.layers, role="teacher")
 
     @property
     def models(self) -> list[nn.Module]:
@@ -41,17 +41,13 @@ class FrozenTeacher:
 
     def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
         self.model.eval()  # stays in eval mode even if someone called .train() on it
-        if self._tap is not None:
-            self._tap.clear()
         with torch.inference_mode():
-            logits = self.model(x)
-            feats = dict(self._tap.features) if self._tap is not None else {}
+            out = self._run(x)
         # inference tensors cannot be saved for backward; a clone outside inference mode is a normal tensor
-        return Outputs(logits.clone(), {k: v.clone() for k, v in feats.items()})
+        return Outputs(out.logits.clone(), {k: v.clone() for k, v in out.features.items()})
 
     def close(self) -> None:
-        if self._tap is not None:
-            self._tap.remove()
+        self._run.close()
 
 
 class EnsembleTeacher:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 1024, device: torch.device | str | None = None) -> Tensor:
+def predict_logits(model: nn.Module, x: Tensor | Any, batch_size: int = 1024,
+                   device: torch.device | str | None = None) -> Tensor:
+    """``model``'s outputs on ``x`` in order: a tensor of inputs, or a split with ``inputs(batch_size)``
+    (an in-memory :class:`~gendistill.data.Split` or a :class:`~gendistill.data.DatasetSplit`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size)) if isinstance(x, Tensor) else x.inputs(batch_size)
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i : i + batch_size].to(device, non_blocking=True)).float().cpu() for i in range(0, len(x), batch_size)]
+        out = [model(xb.to(device, non_blocking=True)).float().cpu() for xb in chunks]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

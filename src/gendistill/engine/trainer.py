@@ -1,44 +1,61 @@
-"""The single training loop, used by every generation, method and scheme.
+"""The single training loop, used by every generation, method, scheme and domain.
 
-A *task* is an ``nn.Module`` whose ``forward(batch)`` returns a dict of named loss parts with the total under
-``"loss"`` (and optionally the student's ``"logits"``, for training accuracy) and whose ``eval_model`` is the
-network to evaluate. The trainer does the rest: optimizer, schedule, autocast, gradient clipping, history,
-checkpoints, resume, NaN guard and progress. Loss values are accumulated on the device and read once per
-epoch, so there is no host-device synchronisation per step.
+The trainer runs a :class:`~gendistill.engine.task.Task` over a :class:`BatchSource` for ``config.epochs``
+epochs: optimizer, schedule, autocast, gradient clipping, history, checkpoints, resume, NaN guard, DDP and
+progress. It knows nothing of what a batch holds or how a model is evaluated: the caller hands it the batch
+source and an ``evaluate(model) -> {column: value}`` function for the per-epoch history. Loss values are
+accumulated on the device and read once per epoch, so there is no host-device synchronisation per step.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
-from ..analysis.metrics import agreement, kl_teacher_student
-from ..config import TrainConfig
-from ..data import Split, TensorLoader
-from ..data.augment import AugmentPlan
+from .. import rundir
 from ..errors import ConfigError, NonFiniteLossError
-from ..io import atomic_write_text
 from ..knowledge.base import Batch
 from . import distributed
 from .checkpoint import load_state, read_safetensors, save_model, save_state
-from .evaluate import predict_logits, select_device
+from .evaluate import select_device
 from .progress import EpochProgress
+from .settings import TrainConfig
+from .task import Task
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.csv"
-SNAPSHOTS = "snapshots"
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+class BatchSource(Protocol):
+    """Where training batches come from: an in-memory tensor loader, a ``DataLoader``, a rollout collector.
+
+    Batches arrive on the training device. ``state_dict`` holds what makes the order resumable (the shuffling
+    generator, the augmentation's generator ...), saved with every epoch checkpoint."""
+
+    num_samples: int
+    memory_format: torch.memory_format | None
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def example(self, n: int) -> Batch:
+        """The first ``n`` training items, without touching any random state (shapes lazy modules)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -49,7 +66,7 @@ def seed_everything(seed: int) -> None:
 
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
-    """The schedule as a picklable-free function of the step, for ``LambdaLR``."""
+    """The schedule as a function of the step, for ``LambdaLR``."""
     total = cfg.epochs * steps_per_epoch
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
 
@@ -79,31 +96,72 @@ def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim
 
 
 @dataclass
-class FidelityProbe:
-    """Held-out inputs and the teacher's logits on them: per-epoch agreement and KL go into the history."""
+class _Run:
+    """What one ``fit`` sets up and its phases share."""
 
-    x: Tensor
-    teacher_logits: Tensor
-
-
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+    task: Task
+    step_task: nn.Module  # the task, or its DDP wrapper
+    source: BatchSource
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    evaluate: Evaluate | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 1
 
 
-def _fold(sums: dict[str, Tensor], names: tuple[str, ...] | None, acc: Tensor | None) -> None:
-    """Add the accumulated vector ``acc`` (one entry per name) into the per-part sums."""
-    if names is None or acc is None:
-        return
-    for k, v in zip(names, acc.unbind()):
-        sums[k] = sums[k] + v if k in sums else v
+class _EpochSums:
+    """Every loss part's batch-weighted sum in one device vector (a few ops per step, no host sync), plus the
+    training accuracy's counts."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.names: tuple[str, ...] | None = None
+        self.acc: Tensor | None = None
+        self.correct = torch.zeros((), device=device)
+        self.scored = torch.zeros((), device=device)
+        self.items = 0
+        self.has_logits = False
+
+    def add(self, parts: dict[str, Tensor], logits: Tensor | None, batch: Batch) -> None:
+        n = len(batch)
+        self.items += n
+        if tuple(parts) != self.names:
+            self._fold()
+            self.names, self.acc = tuple(parts), torch.zeros(len(parts), device=self.device)
+        self.acc.add_(torch.stack([v.detach() for v in parts.values()]).float(), alpha=n)
+        if logits is not None:
+            y = batch.y
+            hit = logits.detach().argmax(-1) == y
+            if logits.ndim > 2:  # sequences: real positions only
+                real = y != -100
+                self.correct += (hit & real).sum()
+                self.scored += real.sum()
+            else:
+                self.correct += hit.sum()
+                self.scored += n
+            self.has_logits = True
+
+    def _fold(self) -> None:
+        if self.names is None or self.acc is None:
+            return
+        for k, v in zip(self.names, self.acc.unbind()):
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+
+    def row(self, world: int) -> dict[str, Any]:
+        """``train_<part>`` means over the epoch's items and ``train_acc`` (one collective under DDP)."""
+        self._fold()
+        names = list(self.sums)
+        packed = torch.stack([self.sums[k] for k in names] + [self.correct.float(), self.scored.float(),
+                                                              torch.tensor(float(self.items), device=self.device)])
+        if world > 1:
+            packed = distributed.all_reduce_sum(packed)
+        items = packed[-1].item()
+        row: dict[str, Any] = {f"train_{k}": v.item() / items for k, v in zip(names, packed[:-3])}
+        scored = packed[-2].item()
+        row["train_acc"] = packed[-3].item() / scored if self.has_logits and scored else None
+        return row
 
 
 def _uncompile(model: nn.Module) -> None:
@@ -114,72 +172,55 @@ def _uncompile(model: nn.Module) -> None:
 
 
 class Trainer:
-    """Runs a task for ``config.epochs`` epochs over an in-memory training split.
+    """Runs a task for ``config.epochs`` epochs over a batch source.
 
     Args:
-        config: optimisation settings (:class:`~gendistill.config.TrainConfig`).
-        run_dir: where ``history.csv`` and the resume ``checkpoint.pt`` go; ``None`` keeps nothing on disk.
+        config: optimisation settings (:class:`~gendistill.engine.settings.TrainConfig`).
+        run_dir: where ``history.csv``, snapshots and the resume ``checkpoint.pt`` go; ``None`` keeps nothing
+            on disk.
         progress: "auto" | "bar" | "lines" | "off".
         desc: label shown by the progress display.
     """
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, progress: str = "auto", desc: str = "train"):
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, progress: str = "auto",
+                 desc: str = "train"):
         self.cfg = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
         self.desc = desc
         self.device = select_device(config.device)
+        distributed.init(self.device.type)
         self.snapshots: dict[int, dict[str, Tensor]] = {}  # train.snapshot_epochs, in memory when run_dir is None
 
-    def _autocast(self):
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+    # ------------------------------------------------------------------------------------------ phases
+    def fit(self, task: Task, train: BatchSource, *, num_classes: int, evaluate: Evaluate | None = None,
+            resume: bool = False) -> list[dict[str, Any]]:
+        """Train ``task`` on ``train``; return the history (one row per epoch)."""
+        run = self._setup(task, train, num_classes, evaluate)
+        if resume:
+            self._resume(run)
+        progress = self.progress if distributed.is_main() else "off"
+        with EpochProgress(self.desc, self.cfg.epochs, len(train), progress) as bar:
+            for epoch in range(run.start, self.cfg.epochs + 1):
+                row = self._train_epoch(run, epoch, bar)
+                row.update(self._evaluate(run))
+                run.history.append(row)
+                self._save(run, epoch)
+                bar.epoch_end(row, ["train_loss", "train_acc", "test_acc", "holdout_agreement"])
+        if self.cfg.compile:
+            _uncompile(task.eval_model)
+        return run.history
 
-    def _materialize(self, task: nn.Module, x: Tensor, y: Tensor) -> None:
-        """Run one batch without gradients so lazy adapter modules get their shapes (before the optimizer)."""
-        if not any(isinstance(p, UninitializedParameter) for p in task.parameters()):
-            return
-        task.eval()
-        with torch.no_grad(), self._autocast():
-            n = min(len(x), self.cfg.batch_size)
-            task(Batch(x[:n], y[:n], torch.arange(n, device=x.device)))
-        task.train()
-
-    def fit(
-        self,
-        task: nn.Module,
-        train: Split,
-        test: Split | None = None,
-        *,
-        num_classes: int,
-        seed: int = 0,
-        resume: bool = False,
-        probe: FidelityProbe | None = None,
-        augment: AugmentPlan | None = None,
-    ) -> list[dict[str, Any]]:
+    def _setup(self, task: Task, source: BatchSource, num_classes: int, evaluate: Evaluate | None) -> _Run:
         cfg, dev = self.cfg, self.device
-        distributed.init(dev.type)
-        world, rank = distributed.world_size(), distributed.rank()
-        channels_last = cfg.channels_last and dev.type == "cuda" and train.x.ndim == 4
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        task.to(dev, memory_format=fmt) if channels_last else task.to(dev)
-        teacher = getattr(task, "teacher", None)
-        if teacher is not None and hasattr(teacher, "to"):
-            teacher.to(dev)
-        for m in getattr(task, "teacher_models", list)():
-            m.to(dev, memory_format=fmt) if channels_last else m.to(dev)
-        x = train.x.to(dev).contiguous(memory_format=fmt) if channels_last else train.x.to(dev)
-        y = train.y.to(dev)
-        n = len(y)
+        if not isinstance(task, Task):
+            raise TypeError(f"the trainer runs gendistill.engine.Task objects, got {type(task).__name__}")
+        world = distributed.world_size()
         if world > 1 and cfg.batch_size % world:
             raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
-        loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, drop_last=(n % cfg.batch_size == 1 or world > 1),
-                              seed=seed, rank=rank, world_size=world)
-        objective = getattr(task, "objective", None)
-        if objective is not None:
-            objective.setup(num_train=n, num_classes=num_classes)
-        self._materialize(task, x, y)
+        task.to_device(dev, source.memory_format)
+        task.setup(num_train=source.num_samples, num_classes=num_classes)
+        self._materialize(task, source)
         params = [p for p in task.parameters() if p.requires_grad]
         optimizer = build_optimizer(cfg, params)
         if cfg.compile:  # in place (state_dict keys unchanged); undone when fit returns, see _uncompile
@@ -187,122 +228,109 @@ class Trainer:
             # hooks, so a fresh student with feature taps would run a graph that never calls them: start clean
             torch.compiler.reset()
             task.eval_model.compile()
-        step_task = task
+        step_task: nn.Module = task
         if world > 1:  # the frozen teacher is not a submodule of the task, so it is never wrapped
             from torch.nn.parallel import DistributedDataParallel
 
             step_task = DistributedDataParallel(task, device_ids=[dev.index] if dev.type == "cuda" else None)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, len(loader)))
-        history: list[dict[str, Any]] = []
-        start = 1
-        ckpt = self.run_dir / CHECKPOINT if self.run_dir is not None else None
-        if resume and ckpt is not None and ckpt.exists():
-            state = load_state(ckpt)
-            task.load_state_dict(state["task"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            loader.load_state_dict(state["loader"])
-            if augment is not None and "augment" in state:
-                augment.load_state_dict(state["augment"])
-            torch.set_rng_state(state["torch_rng"])
-            if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            random.setstate(_to_py_random_state(state["py_rng"]))
-            history = state["history"]
-            start = int(state["epoch"]) + 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, len(source)))
+        return _Run(task, step_task, source, params, optimizer, scheduler, evaluate)
 
-        model = task.eval_model
-        progress = self.progress if distributed.is_main() else "off"
-        with EpochProgress(self.desc, cfg.epochs, len(loader), progress) as bar:
-            for epoch in range(start, cfg.epochs + 1):
-                t0 = time.perf_counter()
-                bar.start(epoch)
-                if hasattr(task, "on_epoch_start"):  # schemes that change over time (RCO anchors, PS-KD ...)
-                    task.on_epoch_start(epoch, cfg.epochs)
-                task.train()
-                sums: dict[str, Tensor] = {}
-                part_names: tuple[str, ...] | None = None
-                acc: Tensor | None = None
-                correct = torch.zeros((), device=dev)
-                scored = False  # a task that returns no "logits" (data-free) gets no training accuracy
-                lr = optimizer.param_groups[0]["lr"]
-                for xb, yb, idx in loader:
-                    view = mix = None
-                    if augment is not None:
-                        xb, view, mix = augment.batch(xb, idx)
-                        if mix is not None:
-                            mix = (y[mix[0].to(dev)], mix[1].to(dev))
-                    with self._autocast():
-                        parts = step_task(Batch(xb, yb, idx, view, mix))
-                    logits = parts.pop("logits", None)
-                    optimizer.zero_grad(set_to_none=True)
-                    parts["loss"].backward()
-                    if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    # every part's batch-weighted sum in one device vector: a few ops per step, no sync
-                    if tuple(parts) != part_names:
-                        _fold(sums, part_names, acc)
-                        part_names, acc = tuple(parts), torch.zeros(len(parts), device=dev)
-                    acc.add_(torch.stack([v.detach() for v in parts.values()]).float(), alpha=len(yb))
-                    if logits is not None:
-                        correct += (logits.detach().argmax(-1) == yb).sum()
-                        scored = True
-                    bar.advance()
-                _fold(sums, part_names, acc)
-                seen = len(loader) * cfg.batch_size if loader.drop_last else n
-                if world > 1:  # one collective per epoch: every part's sum and the correct count
-                    names = list(sums)
-                    packed = distributed.all_reduce_sum(torch.stack([sums[k] for k in names] + [correct.float()]))
-                    sums = dict(zip(names, packed[:-1]))
-                    correct = packed[-1]
-                row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-                for k, v in sums.items():
-                    row[f"train_{k}"] = v.item() / seen
-                self._check_finite(row, epoch)
-                row["train_acc"] = correct.item() / seen if scored else None
-                row["train_seconds"] = time.perf_counter() - t0
-                t_eval = time.perf_counter()
-                if test is not None:
-                    logits = predict_logits(model, test.x, device=dev)
-                    row["test_acc"] = (logits.argmax(-1) == test.y).float().mean().item()
-                    row["test_nll"] = torch.nn.functional.cross_entropy(logits, test.y).item()
-                if probe is not None and len(probe.x):
-                    s = predict_logits(model, probe.x, device=dev)
-                    row["holdout_agreement"] = agreement(probe.teacher_logits, s)
-                    row["holdout_kl"] = kl_teacher_student(probe.teacher_logits, s)
-                row["eval_seconds"] = time.perf_counter() - t_eval
-                history.append(row)
-                if epoch in cfg.snapshot_epochs:
-                    self._snapshot(model, epoch)
-                bar.epoch_end(row, ["train_loss", "train_acc", "test_acc", "holdout_agreement"])
-                if self.run_dir is not None:
-                    _write_history(self.run_dir / HISTORY, history)
-                    if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                        save_state(ckpt, {
-                            "epoch": epoch,
-                            "task": task.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "loader": loader.state_dict(),
-                            **({"augment": augment.state_dict()} if augment is not None else {}),
-                            "torch_rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                            "py_rng": _from_py_random_state(random.getstate()),
-                            "history": history,
-                        })
-                        distributed.barrier()  # the checkpoint is on disk before any process goes on
-        if cfg.compile:
-            _uncompile(task.eval_model)
-        return history
+    def _materialize(self, task: Task, source: BatchSource) -> None:
+        """Run one batch without gradients so lazy adapter modules get their shapes (before the optimizer)."""
+        if not any(isinstance(p, UninitializedParameter) for p in task.parameters()):
+            return
+        task.eval()
+        with torch.no_grad(), self._autocast():
+            task(source.example(min(source.num_samples, self.cfg.batch_size)))
+        task.train()
+
+    def _resume(self, run: _Run) -> None:
+        ckpt = self._checkpoint_path()
+        if ckpt is None or not ckpt.exists():
+            return
+        state = load_state(ckpt)
+        run.task.load_state_dict(state["task"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.source.load_state_dict(state["source"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(_to_py_random_state(state["py_rng"]))
+        run.history = state["history"]
+        run.start = int(state["epoch"]) + 1
+
+    def _train_epoch(self, run: _Run, epoch: int, bar: EpochProgress) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        bar.start(epoch)
+        run.task.on_epoch_start(epoch, self.cfg.epochs)
+        run.task.train()
+        sums = _EpochSums(self.device)
+        lr = run.optimizer.param_groups[0]["lr"]
+        clip = self.cfg.grad_clip
+        for batch in run.source:
+            with self._autocast():
+                parts = run.step_task(batch)
+            logits = parts.pop("logits", None)
+            run.optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(run.params, clip)
+            run.optimizer.step()
+            run.scheduler.step()
+            sums.add(parts, logits, batch)
+            bar.advance()
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        totals = sums.row(distributed.world_size())
+        train_acc = totals.pop("train_acc")
+        row.update(totals)
+        self._check_finite(row, epoch)
+        row["train_acc"] = train_acc
+        row["train_seconds"] = time.perf_counter() - t0
+        return row
+
+    def _evaluate(self, run: _Run) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        row = dict(run.evaluate(run.task.eval_model)) if run.evaluate is not None else {}
+        row["eval_seconds"] = time.perf_counter() - t0
+        return row
+
+    def _save(self, run: _Run, epoch: int) -> None:
+        if epoch in self.cfg.snapshot_epochs:
+            self._snapshot(run.task.eval_model, epoch)
+        if self.run_dir is None:
+            return
+        rundir.write_history(self.run_dir, run.history)
+        if epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs:
+            save_state(self._checkpoint_path(), {
+                "epoch": epoch,
+                "task": run.task.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "source": run.source.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "py_rng": _from_py_random_state(random.getstate()),
+                "history": run.history,
+            })
+            distributed.barrier()  # the checkpoint is on disk before any process goes on
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _checkpoint_path(self) -> Path | None:
+        return self.run_dir / rundir.CHECKPOINT if self.run_dir is not None else None
 
     def _snapshot(self, model: nn.Module, epoch: int) -> None:
         """The evaluated model after ``epoch`` (a point of the training trajectory, for RCO)."""
         if self.run_dir is None:
             self.snapshots[epoch] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            save_model(model, self.run_dir / SNAPSHOTS / f"epoch{epoch}.safetensors", {"epoch": epoch})
+            save_model(model, rundir.snapshot_path(self.run_dir, epoch), {"epoch": epoch})
 
     def _check_finite(self, row: dict[str, Any], epoch: int) -> None:
         bad = [k for k, v in row.items() if k.startswith("train_") and not math.isfinite(v)]
@@ -311,9 +339,10 @@ class Trainer:
         parts = [k for k in bad if k != "train_loss"] or bad
         part = parts[0].removeprefix("train_")
         where = ""
-        if self.run_dir is not None and (self.run_dir / CHECKPOINT).exists():
-            last = load_state(self.run_dir / CHECKPOINT)["epoch"]
-            where = f"; the last good checkpoint (epoch {last}) is kept at {self.run_dir / CHECKPOINT}"
+        ckpt = self._checkpoint_path()
+        if ckpt is not None and ckpt.exists():
+            last = load_state(ckpt)["epoch"]
+            where = f"; the last good checkpoint (epoch {last}) is kept at {ckpt}"
         raise NonFiniteLossError(
             f"{self.desc}: loss part {part!r} became {row[parts[0]]} in epoch {epoch}{where}. "
             "Lower train.lr, set train.grad_clip, or check the inputs for NaN/inf",
@@ -332,7 +361,6 @@ def _to_py_random_state(state: list) -> tuple:
     return (version, tuple(internal), gauss)
 
 
-def load_snapshots(run_dir: str | Path) -> dict[int, dict[str, Tensor]]:
-    """``{epoch: state_dict}`` of the snapshots a run directory holds (``train.snapshot_epochs``)."""
-    files = Path(run_dir, SNAPSHOTS).glob("epoch*.safetensors")
-    return {int(f.stem.removeprefix("epoch")): read_safetensors(f) for f in sorted(files)}
+def load_snapshots(gen_root: str | Path) -> dict[int, dict[str, Tensor]]:
+    """``{epoch: state_dict}`` of the snapshots a generation's folder holds (``train.snapshot_epochs``)."""
+    return {epoch: read_safetensors(f) for epoch, f in rundir.snapshot_files(gen_root).items()}

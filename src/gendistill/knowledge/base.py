@@ -44,6 +44,10 @@ class Batch:
     view: Tensor | None = None  # recorded augmentation view per sample (replayed teacher caches)
     mix: tuple[Tensor, Tensor] | None = None  # mixup: (partner labels, lambda) per sample
 
+    def __len__(self) -> int:
+        """The number of items (weights the batch's loss parts in the epoch means)."""
+        return len(self.y)
+
 
 class KnowledgeTerm(nn.Module):
     """Base class of a loss term. Subclasses set ``name`` and implement :meth:`forward`.

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .base import Outputs
 
 
 def available_layers(model: nn.Module) -> list[str]:
@@ -72,3 +74,25 @@ class FeatureTap:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+class TappedModel:
+    """A network run through its feature taps: ``tapped(x)`` returns ``Outputs(logits, {layer: features})``.
+
+    The one way tasks and teachers run a model whose intermediate features a knowledge term reads. With no
+    layers it is a plain call. Not an ``nn.Module``: holding one never registers the model twice."""
+
+    def __init__(self, model: nn.Module, layers: Iterable[str] = (), role: str = "model"):
+        self.model = model
+        layers = tuple(layers)
+        self.tap = FeatureTap(model, layers, role=role) if layers else None
+
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Outputs:
+        if self.tap is not None:
+            self.tap.clear()
+        logits = self.model(*inputs, **kwargs)
+        return Outputs(logits, dict(self.tap.features) if self.tap is not None else {})
+
+    def close(self) -> None:
+        if self.tap is not None:
+            self.tap.remove()
