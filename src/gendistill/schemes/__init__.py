@@ -1,16 +1,14 @@
-"""Schemes: how teachers and students interact. Each is a small task object run by the one trainer."""
+"""Schemes: how teachers and students interact. Each is a small task object run by the one trainer, declared
+with :func:`~gendistill.schemes.spec.scheme` in its own module; every module of this package is imported here,
+so a new scheme is one new file."""
 
-from . import (  # noqa: F401  (register schemes)
-    adversarial,
-    chain,
-    data_free,
-    evolution,
-    multi_teacher,
-    online,
-    pseudo_label,
-    self_distill,
-    trajectory,
-)
-from .offline import DistillTask
+import importlib
+import pkgutil
 
-__all__ = ["DistillTask"]
+from .spec import SchemeContext, SchemeSpec, build_task, scheme, scheme_spec
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("spec", "common"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["SchemeContext", "SchemeSpec", "build_task", "scheme", "scheme_spec"]

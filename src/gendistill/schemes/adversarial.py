@@ -9,11 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..data import DatasetBundle
+from ..engine.task import DistillTask
 from ..errors import ConfigError
-from ..knowledge.base import Batch, Objective, Outputs
-from ..registry import SCHEMES
-from .offline import DistillTask
+from ..knowledge.base import Batch, Objective
+from .spec import SchemeContext, scheme
 
 
 class AdversarialTask(DistillTask):
@@ -50,10 +49,8 @@ class AdversarialTask(DistillTask):
         return torch.cat([p, F.one_hot(y, p.shape[-1]).float()], -1) if self.conditional else p
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        if self._tap is not None:
-            self._tap.clear()
-        logits = self.student(batch.x)
-        student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
+        student = self.run_student(batch.x)
+        logits = student.logits
         teacher = self.teacher(batch.x, batch.index, batch.view)
         parts = self.objective(student, teacher if self.objective.needs_teacher else None, batch)
         real, fake = self._input(teacher.logits, batch.y), self._input(logits, batch.y)
@@ -70,14 +67,15 @@ class AdversarialTask(DistillTask):
         return parts
 
 
-@SCHEMES.register("akd", kind="adversarial", cacheable=True,
-                  paper="Xu, Hsu & Huang 2018, Training Shallow and Thin Networks for Acceleration via Knowledge "
-                        "Distillation with Conditional Adversarial Networks (arXiv:1709.00513)",
-                  summary="a discriminator tells teacher outputs from student outputs, trained alongside the KD loss")
-def akd(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, weight: float = 0.1,
-        temperature: float = 4.0, hidden: int = 64, conditional: bool = True, **_: Any) -> AdversarialTask:
+@scheme("akd", kind="adversarial", cacheable=True,
+        paper="Xu, Hsu & Huang 2018, Training Shallow and Thin Networks for Acceleration via Knowledge "
+              "Distillation with Conditional Adversarial Networks (arXiv:1709.00513)",
+        summary="a discriminator tells teacher outputs from student outputs, trained alongside the KD loss")
+def akd(ctx: SchemeContext, weight: float = 0.1, temperature: float = 4.0, hidden: int = 64,
+        conditional: bool = True) -> AdversarialTask:
     """Adversarial KD: the objective (e.g. ``ban+l``) plus a conditional output discriminator; ``weight`` of
     the student's adversarial loss, ``temperature`` of the outputs the discriminator sees, ``hidden`` width
     of its two hidden layers, ``conditional`` whether it also sees the label. The defaults (``weight=0.1``,
     ``temperature=4``) were chosen on MNIST-1D, where ``weight=1`` cost the student several points."""
-    return AdversarialTask(student, objective, teacher, data.num_classes, weight, temperature, hidden, conditional)
+    return AdversarialTask(ctx.student, ctx.objective, ctx.teacher, ctx.data.num_classes, weight, temperature, hidden,
+                           conditional)

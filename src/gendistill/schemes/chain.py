@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
+from ..engine.task import DistillTask
 from ..errors import ConfigError
-from ..knowledge.base import Objective
-from ..registry import SCHEMES
-from .offline import DistillTask
+from .spec import SchemeContext, scheme
 
 
 def assistant_widths(teacher_width: int, student_width: int, steps: int) -> list[int]:
@@ -38,14 +35,13 @@ def ta_chain(student: Any, generations: int, student_width: int | None = None, w
     return {g: {**student, width_key: w} for g, w in enumerate(widths) if g > 0}
 
 
-@SCHEMES.register("takd", kind="chain", archs=ta_chain, cacheable=True,
-                  paper="Mirzadeh et al. 2020, Improved Knowledge Distillation via Teacher Assistant (arXiv:1902.03393)",
-                  summary="teacher -> assistant(s) -> student, assistant widths the geometric interpolation")
-def takd(student: nn.Module, objective: Objective, teacher: Any | None, student_width: int | None = None,
-         width_key: str = "width", **_: Any) -> DistillTask:
+@scheme("takd", kind="chain", archs=ta_chain, cacheable=True,
+        paper="Mirzadeh et al. 2020, Improved Knowledge Distillation via Teacher Assistant (arXiv:1902.03393)",
+        summary="teacher -> assistant(s) -> student, assistant widths the geometric interpolation")
+def takd(ctx: SchemeContext, student_width: int | None = None, width_key: str = "width") -> DistillTask:
     """TAKD: with ``generations.count = n`` the lineage is teacher (gen 0, the configured model), ``n - 1``
     assistants and the student (gen n, width ``student_width``); every generation distils offline from its
     teacher (``generations.teacher: previous`` makes the chain). The widths come from the registry entry's
     ``archs`` preset, :func:`ta_chain`, applied by the lineage before any training; ``generations.archs``
     entries given by hand win over it."""
-    return DistillTask(student, objective, teacher)
+    return DistillTask(ctx.student, ctx.objective, ctx.teacher)

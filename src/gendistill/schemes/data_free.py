@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DatasetBundle
+from ..engine.task import StudentTask
 from ..errors import ConfigError
-from ..knowledge.base import Batch, Objective
-from ..registry import SCHEMES
+from ..knowledge.base import Batch
 from .common import grad_reverse
-from .offline import StudentTask
+from .spec import SchemeContext, scheme
 
 
 class Generator(nn.Module):
@@ -134,16 +133,15 @@ class DataFreeTask(StudentTask):
         self._hooks = []
 
 
-@SCHEMES.register("dfad", kind="data-free",
-                  paper="Fang et al. 2019, Data-Free Adversarial Distillation (arXiv:1912.11006)",
-                  summary="a generator seeks inputs where teacher and student disagree; no training data is used")
-def dfad(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, z_dim: int = 64,
-         hidden: int = 256, disagreement: str = "kl", temperature: float = 1.0, generator_weight: float = 1.0,
-         adversarial: bool = True, bn_weight: float = 1.0, **_: Any) -> DataFreeTask:
+@scheme("dfad", kind="data-free",
+        paper="Fang et al. 2019, Data-Free Adversarial Distillation (arXiv:1912.11006)",
+        summary="a generator seeks inputs where teacher and student disagree; no training data is used")
+def dfad(ctx: SchemeContext, z_dim: int = 64, hidden: int = 256, disagreement: str = "kl", temperature: float = 1.0,
+         generator_weight: float = 1.0, adversarial: bool = True, bn_weight: float = 1.0) -> DataFreeTask:
     """DFAD. The objective is not used (the loss is the teacher-student disagreement on generated inputs);
     only ``data.input_shape`` is read from the dataset. Options: ``z_dim`` and ``hidden`` of the generator,
     ``disagreement`` (``l1`` | ``kl``) and its ``temperature``, ``generator_weight`` (the reversal's scale),
     ``adversarial`` (``false``: an untrained random generator, the baseline), ``bn_weight`` (the batch-norm
     statistics prior; 0 is plain DFAD)."""
-    return DataFreeTask(student, teacher, data.input_shape, z_dim, hidden, disagreement, temperature,
+    return DataFreeTask(ctx.student, ctx.teacher, ctx.data.input_shape, z_dim, hidden, disagreement, temperature,
                         generator_weight, adversarial, bn_weight)

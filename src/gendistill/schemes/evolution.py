@@ -4,15 +4,13 @@ one and re-initialises the rest."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..engine.task import DistillTask
 from ..errors import ConfigError
-from ..knowledge.base import Objective
-from ..registry import SCHEMES
-from .offline import DistillTask
+from .spec import SchemeContext, scheme
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -63,11 +61,10 @@ def evolve(student: nn.Module, parent: nn.Module, split_rate: float) -> dict[str
     return masks
 
 
-@SCHEMES.register("ke", kind="evolution", cacheable=True,
-                  paper="Taha, Shrivastava & Davis 2021, Knowledge Evolution in Neural Networks (arXiv:2103.05152)",
-                  summary="each generation keeps the previous one's fit hypothesis and re-initialises the rest")
-def ke(student: nn.Module, objective: Objective, teacher: Any | None, previous: list[nn.Module],
-       split_rate: float = 0.5, **_: Any) -> DistillTask:
+@scheme("ke", kind="evolution", cacheable=True,
+        paper="Taha, Shrivastava & Davis 2021, Knowledge Evolution in Neural Networks (arXiv:2103.05152)",
+        summary="each generation keeps the previous one's fit hypothesis and re-initialises the rest")
+def ke(ctx: SchemeContext, split_rate: float = 0.5) -> DistillTask:
     """Knowledge Evolution (Taha et al. 2021). The network is split once into a fit hypothesis ``H^fit``
     (mask ``M``, :func:`fit_masks`, KELS) and a reset hypothesis ``H^reset = 1 - M``. Generation ``k`` starts
     from
@@ -79,5 +76,5 @@ def ke(student: nn.Module, objective: Objective, teacher: Any | None, previous: 
     only (``objective: ce``, optionally label-smoothed, as in the paper). ``split_rate`` is the fit fraction
     ``s`` per layer. The evaluated network is the whole (dense) network; every generation has the same
     architecture. An objective with teacher terms also distils from the lineage's teacher."""
-    evolve(student, previous[-1], split_rate)
-    return DistillTask(student, objective, teacher if objective.needs_teacher else None)
+    evolve(ctx.student, ctx.previous[-1], split_rate)
+    return DistillTask(ctx.student, ctx.objective, ctx.teacher if ctx.objective.needs_teacher else None)

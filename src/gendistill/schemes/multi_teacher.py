@@ -7,13 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..engine.task import DistillTask, StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
-from ..knowledge.taps import FeatureTap
-from ..registry import SCHEMES
 from ..teachers import FrozenTeacher
 from .common import label_objective
-from .offline import DistillTask, StudentTask
+from .spec import SchemeContext, scheme
 
 RULES = ("mean", "weights", "random")
 
@@ -54,24 +53,21 @@ class MultiTeacherTask(StudentTask):
                                   f"({', '.join(objective.names)})")
             if not 0 <= idx < m:
                 raise ConfigError(f"multi_teacher: term_teachers[{name!r}] = {idx} is not a teacher index (0..{m - 1})")
-        self.student, self.objective, self.rule = student, objective, rule
+        self.objective, self.rule = objective, rule
+        self.set_student(student, objective.student_layers)
         self.term_teachers = term_teachers
         layers: list[set[str]] = [set() for _ in teachers]
         for name, term in zip(objective.names, objective.terms):
             for i in ([term_teachers[name]] if name in term_teachers else range(m)):
                 layers[i] |= set(term.teacher_layers)
         object.__setattr__(self, "teachers", [FrozenTeacher(t, tuple(sorted(ls))) for t, ls in zip(teachers, layers)])
-        s_layers = objective.student_layers
-        self._tap = FeatureTap(student, s_layers, role="student") if s_layers else None
 
     def teacher_models(self) -> list[nn.Module]:
         return [t.model for t in self.teachers]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        if self._tap is not None:
-            self._tap.clear()
-        logits = self.student(batch.x)
-        student = Outputs(logits, dict(self._tap.features) if self._tap is not None else {})
+        student = self.run_student(batch.x)
+        logits = student.logits
         m = len(self.teachers)
         drawn = int(torch.randint(m, ())) if self.rule == "random" else None
         needed = {drawn} if drawn is not None else set(range(m))
@@ -99,8 +95,7 @@ class MultiTeacherTask(StudentTask):
     def close(self) -> None:
         for t in self.teachers:
             t.close()
-        if self._tap is not None:
-            self._tap.remove()
+        super().close()
 
 
 def _teachers(gen: int, pool: int = 1, teachers: list[int] | None = None, **_: Any) -> list[int]:
@@ -110,14 +105,12 @@ def _teachers(gen: int, pool: int = 1, teachers: list[int] | None = None, **_: A
     return list(range(gen)) if teachers is None else list(teachers)
 
 
-@SCHEMES.register("multi_teacher", kind="multi-teacher", gen0=True, teachers=_teachers,
-                  paper="Gou et al. 2021 (survey, Sec. 5.2); You et al. 2017, Learning from Multiple Teacher "
-                        "Networks; Fukuda et al. 2017, Efficient Knowledge Distillation from an Ensemble of Teachers",
-                  summary="several frozen teachers: mean, fixed weights, a random one per step, or one per term")
-def multi_teacher(student: nn.Module, objective: Objective, teacher: Any | None, gen: int, previous: list[nn.Module],
-                  pool: int = 1, teachers: list[int] | None = None, rule: str = "mean",
-                  weights: list[float] | None = None, term_teachers: dict[str, int] | None = None,
-                  **_: Any) -> nn.Module:
+@scheme("multi_teacher", kind="multi-teacher", trains_gen0=True, teachers=_teachers,
+        paper="Gou et al. 2021 (survey, Sec. 5.2); You et al. 2017, Learning from Multiple Teacher "
+              "Networks; Fukuda et al. 2017, Efficient Knowledge Distillation from an Ensemble of Teachers",
+        summary="several frozen teachers: mean, fixed weights, a random one per step, or one per term")
+def multi_teacher(ctx: SchemeContext, pool: int = 1, teachers: list[int] | None = None, rule: str = "mean",
+                  weights: list[float] | None = None, term_teachers: dict[str, int] | None = None) -> StudentTask:
     """Generations ``0..pool-1`` are the teacher pool, trained from labels only (the objective's label
     terms), each with its own architecture from ``generations.archs`` and its own seed. Every later
     generation learns from the generations listed in ``teachers`` (default: all earlier ones) by ``rule``
@@ -127,11 +120,11 @@ def multi_teacher(student: nn.Module, objective: Objective, teacher: Any | None,
     with their mean-probability ensemble (for ``rule=mean``, the target of the KD term)."""
     if pool < 1:
         raise ConfigError(f"multi_teacher: pool must be >= 1, got {pool}")
-    chosen = _teachers(gen, pool, teachers)
+    gen, chosen = ctx.gen, list(ctx.teachers)
     if not chosen and gen < pool:
-        return DistillTask(student, label_objective(objective), None)
+        return DistillTask(ctx.student, label_objective(ctx.objective), None)
     bad = [g for g in chosen if not 0 <= g < gen]
     if bad or not chosen:
         raise ConfigError(f"multi_teacher: generation {gen} can learn from generations 0..{gen - 1}, "
                           f"got teachers={teachers}")
-    return MultiTeacherTask(student, objective, [previous[g] for g in chosen], rule, weights, term_teachers)
+    return MultiTeacherTask(ctx.student, ctx.objective, [ctx.previous[g] for g in chosen], rule, weights, term_teachers)

@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DatasetBundle
+from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
-from ..knowledge.taps import FeatureTap
+from ..knowledge.taps import TappedModel
 from ..models import build_model
-from ..registry import SCHEMES
 from .common import fresh_copy, kl_to, pooled, split_at, stages
-from .offline import StudentTask
+from .spec import SchemeContext, scheme
 
 
 class _Objectives(nn.ModuleList):
@@ -63,19 +62,14 @@ class MutualLearning(StudentTask):
         self.set_teacher(teacher)
         self.weight, self.temperature = float(weight), float(temperature)
         layers = objective.student_layers
-        self._taps = [FeatureTap(p, layers, role="student") for p in self.peers] if layers else []
+        self._runs = [TappedModel(p, layers, role="student") for p in self.peers]
 
     @property
     def eval_model(self) -> nn.Module:
         return self.peers[0]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        outs = []
-        for k, peer in enumerate(self.peers):
-            if self._taps:
-                self._taps[k].clear()
-            z = peer(batch.x)
-            outs.append(Outputs(z, dict(self._taps[k].features) if self._taps else {}))
+        outs = [run(batch.x) for run in self._runs]
         teacher = self.teacher_outputs(batch, self.objective[0])
         K = len(outs)
         total, mutual = 0.0, 0.0
@@ -93,8 +87,8 @@ class MutualLearning(StudentTask):
         return {"loss": total, **parts, "logits": outs[0].logits}
 
     def close(self) -> None:
-        for t in self._taps:
-            t.remove()
+        for run in self._runs:
+            run.close()
 
 
 def _check_dml(train: Any, generations: int, peers: int = 2, **_: Any) -> None:
@@ -107,20 +101,20 @@ def _check_one(train: Any, generations: int, branches: int = 3, **_: Any) -> Non
         raise ConfigError(f"one needs branches >= 2, got {branches!r}")
 
 
-@SCHEMES.register("dml", kind="online", gen0=True, cacheable=True, check=_check_dml,
-                  paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (arXiv:1706.00384)",
-                  summary="K peers trained together, each distilling from the others' predictions")
-def dml(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, peers: int = 2,
-        weight: float = 1.0, temperature: float = 1.0, peer_model: dict[str, Any] | None = None,
-        **_: Any) -> MutualLearning:
+@scheme("dml", kind="online", trains_gen0=True, cacheable=True, check=_check_dml,
+        paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (arXiv:1706.00384)",
+        summary="K peers trained together, each distilling from the others' predictions")
+def dml(ctx: SchemeContext, peers: int = 2, weight: float = 1.0, temperature: float = 1.0,
+        peer_model: dict[str, Any] | None = None) -> MutualLearning:
     """Deep mutual learning: ``peers`` networks (the student plus ``peers - 1`` others: fresh copies of the
     student, or ``peer_model`` such as ``{name: mlp, width: 64}``); ``weight`` and ``temperature`` of the
     mutual KL. The evaluated model is the student (peer 0)."""
     if peers < 2:
         raise ConfigError(f"dml needs peers >= 2, got {peers}")
-    others = [build_model(peer_model, data.num_classes, data.input_shape) if peer_model else fresh_copy(student)
+    data = ctx.data
+    others = [build_model(peer_model, data.num_classes, data.input_shape) if peer_model else fresh_copy(ctx.student)
               for _ in range(peers - 1)]
-    return MutualLearning(student, others, objective, teacher, weight, temperature)
+    return MutualLearning(ctx.student, others, ctx.objective, ctx.teacher, weight, temperature)
 
 
 class _GatedEnsemble(nn.Module):
@@ -203,15 +197,14 @@ class NativeEnsemble(StudentTask):
         parts["ensemble_acc"] = (ens.detach().argmax(-1) == batch.y).float().mean()
         return {"loss": total, **parts, "logits": zs[0]}
 
-    def close(self) -> None:
-        pass
 
 
-@SCHEMES.register("one", kind="online", gen0=True, cacheable=True, check=_check_one,
-                  paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-fly Native Ensemble (arXiv:1806.04606)",
-                  summary="branches on a shared trunk, each distilling from their gated ensemble")
-def one(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, branches: int = 3,
-        branch_at: str | None = None, weight: float = 1.0, temperature: float = 3.0, **_: Any) -> NativeEnsemble:
+@scheme("one", kind="online", trains_gen0=True, cacheable=True, check=_check_one,
+        paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-fly Native Ensemble (arXiv:1806.04606)",
+        summary="branches on a shared trunk, each distilling from their gated ensemble")
+def one(ctx: SchemeContext, branches: int = 3, branch_at: str | None = None, weight: float = 1.0,
+        temperature: float = 3.0) -> NativeEnsemble:
     """ONE: ``branches`` heads from ``branch_at`` (default: the student's last ``layer*`` child) on a shared
     trunk, gated into an ensemble teacher. The evaluated model is the student (trunk + branch 0)."""
-    return NativeEnsemble(student, objective, teacher, data.input_shape, branches, branch_at, weight, temperature)
+    return NativeEnsemble(ctx.student, ctx.objective, ctx.teacher, ctx.data.input_shape, branches, branch_at, weight,
+                          temperature)

@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DatasetBundle
+from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
-from ..registry import SCHEMES
 from .common import label_objective, soft_cross_entropy
-from .offline import StudentTask
+from .spec import SchemeContext, scheme
 
 
 def labeled_mask(y: Tensor, labeled: float, split_seed: int = 0) -> Tensor:
@@ -64,8 +63,6 @@ class _PseudoLabelBase(StudentTask):
         sub = Batch(batch.x[lab], batch.y[lab], batch.index[lab])
         return self.objective(Outputs(logits[lab]), None, sub)
 
-    def close(self) -> None:
-        pass
 
 
 class NoisyStudentTask(_PseudoLabelBase):
@@ -114,18 +111,18 @@ class NoisyStudentTask(_PseudoLabelBase):
         return {"loss": total, **parts, "logits": logits}
 
 
-@SCHEMES.register("noisy_student", kind="pseudo-label", gen0=True, cacheable=True,
-                  paper="Xie, Luong, Hovy & Le 2020, Self-training with Noisy Student improves ImageNet "
-                        "classification (arXiv:1911.04252)",
-                  summary="labels withheld from part of the data; each generation learns the previous one's pseudo-labels with noise")
-def noisy_student(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle,
-                  labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5, weight: float = 1.0,
-                  temperature: float = 1.0, hard: bool = False, threshold: float = 0.0, **_: Any) -> NoisyStudentTask:
+@scheme("noisy_student", kind="pseudo-label", trains_gen0=True, cacheable=True,
+        paper="Xie, Luong, Hovy & Le 2020, Self-training with Noisy Student improves ImageNet "
+              "classification (arXiv:1911.04252)",
+        summary="labels withheld from part of the data; each generation learns the previous one's pseudo-labels with noise")
+def noisy_student(ctx: SchemeContext, labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5,
+                  weight: float = 1.0, temperature: float = 1.0, hard: bool = False,
+                  threshold: float = 0.0) -> NoisyStudentTask:
     """Noisy Student: ``labeled`` (fraction, or count per class) keeps its labels; ``noise`` is the std of
     the student's input noise on the pool; ``weight``, ``temperature``, ``hard``, ``threshold`` shape the
     pseudo-label loss. Give the student dropout with the model options, e.g. ``{name: mlp, dropout: 0.2}``."""
-    return NoisyStudentTask(student, objective, teacher, data.train.y, labeled, split_seed, noise, weight,
-                            temperature, hard, threshold)
+    return NoisyStudentTask(ctx.student, ctx.objective, ctx.teacher, ctx.data.train.y, labeled, split_seed, noise,
+                            weight, temperature, hard, threshold)
 
 
 class MetaPseudoLabelTask(_PseudoLabelBase):
@@ -226,17 +223,16 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
         self.teacher_opt.load_state_dict(state["optimizer"])
 
 
-@SCHEMES.register("mpl", kind="pseudo-label", gen0=True,
-                  paper="Pham, Dai, Xie, Luong & Le 2021, Meta Pseudo Labels (arXiv:2003.10580)",
-                  summary="the pseudo-labelling teacher is updated from the student's feedback on labeled data")
-def mpl(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, gen: int,
-        previous: list[nn.Module], labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5,
-        teacher_lr: float = 1e-3, teacher_optimizer: str = "adam", **_: Any) -> nn.Module:
+@scheme("mpl", kind="pseudo-label", trains_gen0=True,
+        paper="Pham, Dai, Xie, Luong & Le 2021, Meta Pseudo Labels (arXiv:2003.10580)",
+        summary="the pseudo-labelling teacher is updated from the student's feedback on labeled data")
+def mpl(ctx: SchemeContext, labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5, teacher_lr: float = 1e-3,
+        teacher_optimizer: str = "adam") -> StudentTask:
     """Meta Pseudo Labels. Generation 0 learns from the labeled part only (the objective's label terms);
     generation ``k >= 1`` trains a student with a trainable teacher initialised from generation ``k - 1``.
     Options: ``labeled`` / ``split_seed`` (the split, as for ``noisy_student``), ``noise`` (student input
     noise), ``teacher_lr`` and ``teacher_optimizer`` (``adam`` | ``sgd``) of the teacher's own optimizer."""
-    if gen == 0:
-        return NoisyStudentTask(student, objective, None, data.train.y, labeled, split_seed)
-    return MetaPseudoLabelTask(student, objective, previous[-1], data.train.y, labeled, split_seed, noise,
-                               teacher_lr, teacher_optimizer)
+    if ctx.gen == 0:
+        return NoisyStudentTask(ctx.student, ctx.objective, None, ctx.data.train.y, labeled, split_seed)
+    return MetaPseudoLabelTask(ctx.student, ctx.objective, ctx.previous[-1], ctx.data.train.y, labeled, split_seed,
+                               noise, teacher_lr, teacher_optimizer)

@@ -19,13 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DatasetBundle
+from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
-from ..knowledge.taps import FeatureTap
-from ..registry import SCHEMES
 from .common import kl_to, soft_cross_entropy, stages, teacher_objective
-from .offline import StudentTask
+from .spec import SchemeContext, scheme
 
 
 def _aux_head(shape: torch.Size, num_classes: int) -> nn.Module:
@@ -65,25 +63,22 @@ class BeYourOwnTeacher(StudentTask):
         if not layers:
             raise ConfigError("byot needs intermediate layers for the auxiliary heads; give layers=[...] "
                               "(names of the student's submodules)")
-        self.student, self.objective = student, objective
+        self.objective = objective
+        self.set_student(student, sorted(set(layers) | set(objective.student_layers)))
         self.set_teacher(teacher)
         self.layers, self.alpha, self.temperature = layers, float(alpha), float(temperature)
-        self._tap = FeatureTap(student, sorted(set(layers) | set(objective.student_layers)), role="student")
         was = student.training
         student.eval()
         with torch.no_grad():
-            self._tap.clear()
-            student(torch.zeros(2, *input_shape))
-            shapes = {n: self._tap.features[n].shape for n in layers}
+            shapes = {n: f.shape for n, f in self.run_student(torch.zeros(2, *input_shape)).features.items()}
         student.train(was)
         self.heads = nn.ModuleList([_aux_head(shapes[n], num_classes) for n in layers])
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        self._tap.clear()
-        logits = self.student(batch.x)
-        feats = dict(self._tap.features)
+        student = self.run_student(batch.x)
+        logits, feats = student.logits, student.features
         teacher = self.teacher_outputs(batch)
-        parts = self.objective(Outputs(logits, feats), teacher, batch)
+        parts = self.objective(student, teacher, batch)
         total = parts.pop("loss")
         ce = kd = 0.0
         for i, (name, head) in enumerate(zip(self.layers, self.heads)):
@@ -94,19 +89,19 @@ class BeYourOwnTeacher(StudentTask):
             parts[f"head{i + 1}_acc"] = (z.detach().argmax(-1) == batch.y).float().mean()
         return {"loss": total, **parts, "byot_ce": ce, "byot_kd": kd, "logits": logits}
 
-    def close(self) -> None:
-        self._tap.remove()
 
 
-@SCHEMES.register("byot", kind="self", gen0=True, cacheable=True,
-                  paper="Zhang et al. 2019, Be Your Own Teacher: Improve the Performance of Convolutional Neural "
-                        "Networks via Self Distillation (arXiv:1905.08094)",
-                  summary="auxiliary heads on intermediate stages learn from the deepest head")
-def byot(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle,
-         layers: list[str] | None = None, alpha: float = 0.3, temperature: float = 3.0, **_: Any) -> BeYourOwnTeacher:
+@scheme("byot", kind="self", trains_gen0=True, cacheable=True,
+        paper="Zhang et al. 2019, Be Your Own Teacher: Improve the Performance of Convolutional Neural "
+              "Networks via Self Distillation (arXiv:1905.08094)",
+        summary="auxiliary heads on intermediate stages learn from the deepest head")
+def byot(ctx: SchemeContext, layers: list[str] | None = None, alpha: float = 0.3,
+         temperature: float = 3.0) -> BeYourOwnTeacher:
     """BYOT: auxiliary heads on ``layers`` (default: every ``layer*`` child but the last), weight ``alpha``
     of their KL to the deepest head at ``temperature``. The evaluated model is the student's final head."""
-    return BeYourOwnTeacher(student, objective, teacher, data.num_classes, data.input_shape, layers, alpha, temperature)
+    data = ctx.data
+    return BeYourOwnTeacher(ctx.student, ctx.objective, ctx.teacher, data.num_classes, data.input_shape, layers, alpha,
+                            temperature)
 
 
 class ProgressiveSelfKD(StudentTask):
@@ -161,15 +156,12 @@ class ProgressiveSelfKD(StudentTask):
             parts.update(own)
         return {"loss": loss, **parts, "logits": logits}
 
-    def close(self) -> None:
-        pass
 
 
-@SCHEMES.register("pskd", kind="self", gen0=True, cacheable=True,
-                  paper="Kim, Ji, Yoon & Hwang 2021, Self-Knowledge Distillation with Progressive Refinement of "
-                        "Targets (arXiv:2006.12000)",
-                  summary="targets mix labels with the model's own previous-epoch predictions")
-def pskd(student: nn.Module, objective: Objective, teacher: Any | None, data: DatasetBundle, alpha: float = 0.8,
-         **_: Any) -> ProgressiveSelfKD:
+@scheme("pskd", kind="self", trains_gen0=True, cacheable=True,
+        paper="Kim, Ji, Yoon & Hwang 2021, Self-Knowledge Distillation with Progressive Refinement of "
+              "Targets (arXiv:2006.12000)",
+        summary="targets mix labels with the model's own previous-epoch predictions")
+def pskd(ctx: SchemeContext, alpha: float = 0.8) -> ProgressiveSelfKD:
     """PS-KD with final mixing weight ``alpha`` (``a_E``; the paper uses 0.8)."""
-    return ProgressiveSelfKD(student, objective, teacher, len(data.train), data.num_classes, alpha)
+    return ProgressiveSelfKD(ctx.student, ctx.objective, ctx.teacher, len(ctx.data.train), ctx.data.num_classes, alpha)

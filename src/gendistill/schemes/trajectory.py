@@ -7,11 +7,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..engine.task import DistillTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective
-from ..registry import SCHEMES
 from ..teachers import FrozenTeacher, freeze
-from .offline import DistillTask
+from .spec import SchemeContext, scheme
 
 
 class RouteTask(DistillTask):
@@ -69,19 +69,18 @@ def _check_rco(train: Any, generations: int, anchors: list[int] | None = None, *
         raise ConfigError(f"rco: anchors {missing} are not in train.snapshot_epochs {snaps}; pick anchors among them")
 
 
-@SCHEMES.register("rco", kind="trajectory", check=_check_rco,
-                  paper="Jin et al. 2019, Knowledge Distillation via Route Constrained Optimization (arXiv:1904.09149)",
-                  summary="the teacher's training checkpoints, in order, as a curriculum of anchor teachers")
-def rco(student: nn.Module, objective: Objective, teacher: Any | None, previous: list[nn.Module],
-        train: Any = None, trajectories: list[dict[int, dict[str, Tensor]]] | None = None, anchors: list[int] | None = None,
-        **_: Any) -> RouteTask:
+@scheme("rco", kind="trajectory", check=_check_rco,
+        paper="Jin et al. 2019, Knowledge Distillation via Route Constrained Optimization (arXiv:1904.09149)",
+        summary="the teacher's training checkpoints, in order, as a curriculum of anchor teachers")
+def rco(ctx: SchemeContext, anchors: list[int] | None = None) -> RouteTask:
     """RCO from the previous generation's trajectory. The lineage hook: with ``train.snapshot_epochs``
     (e.g. ``[3, 6, 10]``) the trainer saves the evaluated model after those epochs, to
     ``<gen dir>/snapshots/epoch<e>.safetensors`` and in memory; the lineage hands each generation's snapshots
     to the scheme as ``trajectories`` (read back from disk when a finished generation is resumed). ``anchors``
     picks some of the snapshot epochs (default: all); the converged teacher is always the last anchor."""
+    previous, train, trajectories = ctx.previous, ctx.train, ctx.trajectories
     g = len(previous) - 1
-    snaps = (trajectories or [])[g] if trajectories and len(trajectories) > g else {}
+    snaps = trajectories[g] if len(trajectories) > g else {}
     if not snaps:
         now = f" (now {list(train.snapshot_epochs)} with train.epochs={train.epochs})" if train is not None else ""
         raise ConfigError(
@@ -98,4 +97,4 @@ def rco(student: nn.Module, objective: Objective, teacher: Any | None, previous:
         m = copy.deepcopy(final)
         m.load_state_dict(snaps[e])
         models.append((e, freeze(m)))
-    return RouteTask(student, objective, models + [(train.epochs if train is not None else 0, final)])
+    return RouteTask(ctx.student, ctx.objective, models + [(train.epochs, final)])
