@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from . import rundir
 from .errors import GendistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
@@ -58,7 +59,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory written
     """Write report.html and report.md (with plots) for a run directory."""
     from .analysis.report import write_report
 
-    if not (run_dir / "summary.json").exists() and not any(run_dir.glob("seed*/summary.json")):
+    if not rundir.has_summary(run_dir):
         _fail(f"{run_dir} holds no summary.json; point to a directory written by `gendistill run`")
     try:
         html, md = write_report(run_dir)
@@ -77,7 +78,7 @@ def compare(
     from .io import atomic_write_text
 
     for d in run_dirs:
-        if not (d / "summary.json").exists() and not any(d.glob("seed*/summary.json")):
+        if not rundir.has_summary(d):
             _fail(f"{d} holds no summary.json; point to directories written by `gendistill run`")
     table = compare_runs(run_dirs)
     typer.echo(table)

@@ -1,52 +1,45 @@
 """The multi-generation engine (Born-Again Networks, Furlanello et al. 2018, arXiv:1805.04770).
 
-Generation 0 is trained from labels (or loaded). Generation k >= 1 is trained *from scratch* with knowledge
-from a teacher chosen by a rule:
+Generation 0 is trained from labels (or given). Generation k >= 1 is trained *from scratch* with knowledge
+from the teachers :mod:`gendistill.teaching` names for it (the ``previous`` generation, the ``ensemble`` of
+all earlier ones, the ``original``, or those a scheme names). Each generation may have its own architecture,
+so teacher -> assistant -> student chains (TAKD) are a matter of ``archs``. Every teacher is frozen (eval
+mode, no gradients) and is never the model being trained.
 
-* ``previous``: generation k-1 (Born-Again Networks);
-* ``ensemble``: the mean of the probabilities of generations 0..k-1;
-* ``original``: generation 0 every time (the control).
-
-Each generation may have its own architecture, so teacher -> assistant -> student chains (TAKD, Mirzadeh et
-al. 2020) are a matter of ``archs``. Every teacher is frozen (eval mode, no gradients) and is never the model
-being trained.
+The lineage is domain-agnostic: building models, batches, predictions, metrics, fidelity, ensembles and the
+teacher cache are the :class:`~gendistill.domains.Domain`'s (classification, sequences, policies). Each
+generation goes through named phases: resume (a finished generation is read back), teach (its teacher, the
+held-out fidelity probe, the cache), train (the scheme's task run by the one trainer), record (the model and
+``metrics.json`` written to ``gen<k>/``); the lineage ends with its figures, ensembles and analyses.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from .analysis import metrics as M
-from .analysis.plots import reliability_bins
-from .analysis.similarity import cka_matrix, penultimate_features
-from .config import TrainConfig, validate_train
+from . import rundir
 from .data import DatasetBundle
-from .data.augment import AugmentPlan, build_augmentations
+from .domains import Domain, domain_for
 from .engine import distributed
 from .engine.checkpoint import load_model, save_model
-from .engine.evaluate import predict_logits
 from .engine.progress import log
-from .engine.trainer import CHECKPOINT, FidelityProbe, Trainer, load_snapshots, seed_everything
-from .errors import CheckpointError, ConfigError
-from .io import read_json, write_json
+from .engine.settings import TrainConfig, parse_train
+from .engine.trainer import Trainer, load_snapshots, seed_everything
+from .errors import ConfigError
 from .knowledge import KnowledgeTerm, Objective, build_objective
 from .knowledge.taps import resolve_module
-from .models import ModelSpec, build_model, check_fits
-from .registry import SCHEMES
-from .schemes import DistillTask
-from .teachers import CachedTeacher, EnsembleTeacher, FrozenTeacher, freeze
+from .models import ModelSpec
+from .schemes import SchemeContext, scheme_spec
+from .teachers import freeze
+from .teaching import TeacherRule, Teaching
 
-TEACHER_RULES = ("previous", "ensemble", "original")
-MODEL_FILE, METRICS_FILE = "model.safetensors", "metrics.json"
 ObjectiveSpec = Objective | str | list | Callable[[], Objective]
 
 
@@ -70,24 +63,6 @@ def gen_seed(seed: int, gen: int) -> int:
     return seed * 1000 + gen
 
 
-def teacher_label(rule: str, gen: int, scheme_teachers: list[int] | None = None) -> str | None:
-    """How a generation's teacher is named in tables: by the lineage's rule, or by the generations a scheme
-    says it learns from (``[]``: from labels)."""
-    if gen == 0:
-        return None
-    if scheme_teachers is not None:
-        if not scheme_teachers:
-            return "labels"
-        if len(scheme_teachers) == 1:
-            return f"gen{scheme_teachers[0]}"
-        return "ensemble(" + ",".join(f"gen{g}" for g in scheme_teachers) + ")"
-    if rule == "previous":
-        return f"gen{gen - 1}"
-    if rule == "original":
-        return "gen0"
-    return "gen0" if gen == 1 else f"ensemble(gen0..gen{gen - 1})"
-
-
 @dataclass
 class LineageResult:
     """Per-generation and per-ensemble figures, plus the trained models (generation order)."""
@@ -106,6 +81,28 @@ class LineageResult:
         return lineage_table(self.to_dict())
 
 
+@dataclass
+class _Progress:
+    """What a lineage has produced so far, in generation order: every finished model and its predictions on
+    the test and training splits (computed once, when it finishes), its record, its saved trajectory."""
+
+    models: list[nn.Module] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    test_preds: list[Tensor] = field(default_factory=list)
+    train_preds: list[Tensor] = field(default_factory=list)
+    trajectories: dict[int, dict[int, dict[str, Tensor]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Taught:
+    """A generation's teacher phase: the teacher object handed to the scheme, what it is (for the log and
+    ``teacher_outputs``), and the held-out probe ``(split, teacher prediction)`` for per-epoch fidelity."""
+
+    teacher: Any | None = None
+    how: str | None = None
+    probe: tuple[Any, Tensor] | None = None
+
+
 class Lineage:
     """Train generation 0 and ``generations`` born-again generations.
 
@@ -115,7 +112,7 @@ class Lineage:
         generations: number of generations after generation 0.
         objective: knowledge for generations >= 1: an :class:`Objective`, a preset (``"ban"``, ``"ban+l"``,
             ``"hinton"``), a list of term dicts, or a factory. A fresh copy is made per generation.
-        teacher: the teacher rule, one of ``previous``, ``ensemble``, ``original``.
+        teacher: the teacher rule, one of ``previous``, ``ensemble``, ``original`` (:mod:`gendistill.teaching`).
         train: :class:`TrainConfig` (or a dict of its fields) shared by every generation.
         archs: per-generation architecture overrides, e.g. ``{1: "mlp"}`` for an assistant.
         gen0_objective: objective of generation 0 when it is trained here (labels only).
@@ -123,7 +120,7 @@ class Lineage:
         seed: base seed; generation k uses ``seed * 1000 + k``.
         ensembles: evaluate ensembles of generations 1..k and 0..k.
         progress: "auto" | "bar" | "lines" | "off".
-        scheme: how generations >= 1 are trained: a registered scheme name or ``{"name": ..., **options}``
+        scheme: how generations are trained: a registered scheme name or ``{"name": ..., **options}``
             (``gendistill list schemes``); ``offline`` (a frozen teacher) by default.
     """
 
@@ -144,8 +141,7 @@ class Lineage:
     ):
         if generations < 0:
             raise ConfigError(f"generations must be >= 0, got {generations}")
-        if teacher not in TEACHER_RULES:
-            raise ConfigError(f"teacher rule {teacher!r} is unknown; allowed: {', '.join(TEACHER_RULES)}")
+        self.rule = TeacherRule(teacher)
         self.student = student
         self.count = generations
         self.objective = _objective_factory(objective, temperature)
@@ -154,48 +150,24 @@ class Lineage:
             built = factory()  # an unknown preset or a bad term fails here, before any training
             if not isinstance(built, Objective):
                 raise ConfigError(f"{what} factory returned {type(built).__name__}, expected an Objective")
-        self.rule = teacher
-        self.train = validate_train(train)
+        self.train = parse_train(train)
         self.archs = dict(archs or {})
         self.seed = seed
         self.ensembles = ensembles
         self.progress = progress
-        spec = {"name": scheme} if isinstance(scheme, str) else dict(scheme)
-        self.scheme_name = spec.pop("name", "offline")
-        self.scheme_options = spec
-        plan = SCHEMES.get(self.scheme_name).meta.get("archs")  # unknown names fail here, before any training
-        if plan is not None:  # a lineage preset (TA chains) picks per-generation architectures; archs given win
-            self.archs = {**plan(student, generations, **self.scheme_options), **self.archs}
-        check = SCHEMES.get(self.scheme_name).meta.get("check")
-        if check is not None:  # scheme options that can be checked before generation 0 trains
-            check(self.train, generations, **self.scheme_options)
+        options = {"name": scheme} if isinstance(scheme, str) else dict(scheme)
+        self.spec = scheme_spec(options.pop("name", "offline"))  # unknown names fail here, before any training
+        self.scheme_options = options
+        if self.spec.archs is not None:  # a lineage preset (TA chains) picks per-generation architectures
+            self.archs = {**self.spec.archs(student, generations, **options), **self.archs}
+        if self.spec.check is not None:  # scheme options that can be checked before generation 0 trains
+            self.spec.check(self.train, generations, **options)
 
-    def check(self, data: DatasetBundle, teacher: Any = None) -> None:
-        """Before any training: every generation's architecture builds for ``data`` and takes one dummy batch
-        (CPU, no grad), and the layers the objective taps exist. Raises one-line :class:`ConfigError` s."""
-        objective = self.objective()
-        first = 1 if isinstance(teacher, nn.Module) else 0  # a given teacher module is generation 0
-        built: dict[str, nn.Module] = {}
-        models: dict[int, nn.Module] = {}
-        for gen in range(first, self.count + 1):
-            spec = self.arch(gen)
-            key = repr(spec) if isinstance(spec, (str, dict)) else None
-            if key is None or key not in built:
-                where = f"generations.archs.{gen}" if gen in self.archs else "model"
-                model = check_fits(spec, data.name, data.num_classes, data.input_shape, where=where)
-                if key is not None:
-                    built[key] = model
-            models[gen] = built[key] if key is not None else model
-        for gen in range(1, self.count + 1):
-            for layer in objective.student_layers:
-                resolve_module(models[gen], layer, role=f"generation {gen}'s student ({self._arch_name(gen)})")
-            # the rule's teacher is always built with the objective's teacher layers (see _train_generation)
-            for t in self._rule_teachers(gen):
-                if t in models:
-                    for layer in objective.teacher_layers:
-                        resolve_module(models[t], layer, role=f"generation {gen}'s teacher gen{t} ({self._arch_name(t)})")
+    # ------------------------------------------------------------------------------------------ set-up
+    def teaching(self, gen: int) -> Teaching:
+        """Who teaches generation ``gen`` (:mod:`gendistill.teaching`): the scheme's list, else the rule's."""
+        return self.rule.teaching(gen, self.spec.teachers_of(gen, self.scheme_options))
 
-    # ------------------------------------------------------------------------------------------ helpers
     def arch(self, gen: int) -> ModelSpec:
         return self.archs.get(gen, self.student)
 
@@ -210,28 +182,38 @@ class Lineage:
             return type(spec).__name__
         return getattr(spec, "__name__", type(spec).__name__)
 
-    def _new_model(self, gen: int, data: DatasetBundle) -> nn.Module:
-        seed_everything(gen_seed(self.seed, gen))
-        return build_model(self.arch(gen), data.num_classes, data.input_shape)
+    def check(self, data: DatasetBundle, teacher: Any = None) -> None:
+        """Before any training: every generation's architecture builds for ``data`` and takes one dummy batch
+        (CPU, no grad), and the layers the objective taps exist. Raises one-line :class:`ConfigError` s."""
+        domain = domain_for(data)
+        objective = self.objective()
+        first = 1 if isinstance(teacher, nn.Module) else 0  # a given teacher module is generation 0
+        built: dict[str, nn.Module] = {}
+        models: dict[int, nn.Module] = {}
+        for gen in range(first, self.count + 1):
+            spec = self.arch(gen)
+            key = repr(spec) if isinstance(spec, (str, dict)) else None
+            if key is None or key not in built:
+                where = f"generations.archs.{gen}" if gen in self.archs else "model"
+                model = domain.check_model(spec, data, where)
+                if key is not None:
+                    built[key] = model
+            models[gen] = built[key] if key is not None else model
+        for gen in range(1, self.count + 1):
+            for layer in objective.student_layers:
+                resolve_module(models[gen], layer, role=f"generation {gen}'s student ({self._arch_name(gen)})")
+            teaching = self.teaching(gen)
+            if objective.teacher_layers and not teaching.by_scheme and len(teaching.teachers) > 1:
+                raise ConfigError(
+                    "feature-based terms need one teacher network, but generation "
+                    f"{gen}'s teacher is an ensemble ({teaching.label}); use generations.teacher=previous or a "
+                    "logit-based objective")
+            for t in teaching.teachers:
+                if t in models:
+                    for layer in objective.teacher_layers:
+                        resolve_module(models[t], layer, role=f"generation {gen}'s teacher gen{t} ({self._arch_name(t)})")
 
-    def _rule_teachers(self, gen: int) -> list[int]:
-        """The generations the ``generations.teacher`` rule makes generation ``gen``'s teacher (several: the
-        mean of their probabilities); none for generation 0."""
-        if gen == 0:
-            return []
-        if self.rule == "previous":
-            return [gen - 1]
-        if self.rule == "original":
-            return [0]
-        return list(range(gen))
-
-    def _teacher_for(self, gen: int, models: list[nn.Module], layers: tuple[str, ...]):
-        chosen = self._rule_teachers(gen)
-        if len(chosen) == 1:
-            return FrozenTeacher(models[chosen[0]], layers)
-        return EnsembleTeacher([models[g] for g in chosen], layers)
-
-    # ------------------------------------------------------------------------------------------ training
+    # ------------------------------------------------------------------------------------------ the run
     def fit(
         self,
         data: DatasetBundle,
@@ -243,229 +225,214 @@ class Lineage:
         instead of training one. With ``out``, every generation is written to ``out/gen<k>/`` and, with
         ``resume``, finished generations are read back instead of retrained."""
         self.check(data, teacher)  # a model that does not fit the data fails before anything is trained or written
+        domain = domain_for(data)
         out = Path(out) if out is not None else None
-        models: list[nn.Module] = []
-        records: list[dict[str, Any]] = []
-        self._test_logits: list[Tensor] = []  # every model's outputs, computed once when it is finished
-        self._train_logits: list[Tensor] = []
-        self._trajectories: dict[int, dict[int, dict[str, Tensor]]] = {}  # train.snapshot_epochs per generation
+        done = _Progress()
         for gen in range(self.count + 1):
-            gen_dir = out / f"gen{gen}" if out is not None else None
-            t0 = time.perf_counter()
-            self._teacher_path = None
-            given_module = gen == 0 and isinstance(teacher, nn.Module)  # its own architecture, not the student's
-            if gen_dir is not None and resume and (gen_dir / METRICS_FILE).exists():
-                model = self._given_teacher(teacher, data) if given_module else self._new_model(gen, data)
-                load_model(model, gen_dir / MODEL_FILE, role=f"generation {gen}")
-                record = read_json(gen_dir / METRICS_FILE)
-                record["resumed"] = True
-                if gen > 0:  # the label follows the config (read back, it could be a label of an older version)
-                    record["teacher"] = self._teacher_label(gen)
-                models.append(freeze(model))
-                self._trajectories[gen] = load_snapshots(gen_dir)
-                self._record_outputs(model, data)
-                records.append(record)
-                log(f"[gen{gen}] finished earlier: read from {gen_dir / MODEL_FILE}", self.progress)
-                continue
-            if gen == 0 and teacher is not None:
-                model, history = self._given_teacher(teacher, data), []
+            gen_root = rundir.gen_dir(out, gen) if out is not None else None
+            if gen_root is not None and resume and rundir.is_finished(gen_root):
+                self._read_back(gen, gen_root, teacher, data, domain, done)
             else:
-                model, history = self._train_generation(gen, data, models, gen_dir, resume)
-            models.append(freeze(model))
-            self._record_outputs(model, data)
-            arch_name = type(model).__name__ if given_module else self._arch_name(gen)
-            record = {"gen": gen, "arch": arch_name, "params": sum(p.numel() for p in model.parameters()),
-                      "teacher": ("given" if gen == 0 and teacher is not None
-                                  else self._teacher_label(gen)),
-                      "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
-                      "teacher_outputs": self._teacher_path, "processes": distributed.world_size()}
-            if gen_dir is not None:
-                save_model(model, gen_dir / MODEL_FILE, {"gen": gen, "arch": record["arch"], "num_classes": data.num_classes,
-                                                         "model_spec": None if given_module else
-                                                         (spec if isinstance(spec := self.arch(gen), (str, dict)) else None)})
-            records.append(record)
-            if gen_dir is not None:
-                write_json(gen_dir / METRICS_FILE, {**record, **self._gen_metrics(gen, data)})
-                if distributed.is_main():
-                    (gen_dir / CHECKPOINT).unlink(missing_ok=True)
-                    for f in gen_dir.glob("teacher_cache.*"):  # a finished generation no longer needs its cache
-                        f.unlink()
+                self._produce(gen, gen_root, teacher, data, domain, done, resume)
             distributed.barrier()  # every process sees the finished generation on disk
-        return self._evaluate(models, records, data, out)
+        return self._conclude(done, data, domain, out)
 
-    def _given_teacher(self, teacher: nn.Module | str | Path, data: DatasetBundle) -> nn.Module:
+    def _new_model(self, gen: int, data: DatasetBundle, domain: Domain) -> nn.Module:
+        seed_everything(gen_seed(self.seed, gen))
+        return domain.build_model(self.arch(gen), data)
+
+    def _given_teacher(self, teacher: nn.Module | str | Path, data: DatasetBundle, domain: Domain) -> nn.Module:
         if isinstance(teacher, (str, Path)):
-            model = self._new_model(0, data)
-            return load_model(model, teacher, role="teacher")
+            return load_model(self._new_model(0, data, domain), teacher, role="teacher")
         if not isinstance(teacher, nn.Module):
             raise ConfigError(f"teacher must be an nn.Module or a safetensors path, got {type(teacher).__name__}")
-        logits = predict_logits(teacher, data.test.x[:2], device=next(teacher.parameters()).device)
-        if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-            raise ConfigError(
-                f"the teacher outputs shape {tuple(logits.shape[1:])} per sample but {data.name} has "
-                f"{data.num_classes} classes; give a teacher trained on this dataset"
-            )
+        domain.check_teacher(teacher, data)
         return teacher
 
-    def _record_outputs(self, model: nn.Module, data: DatasetBundle) -> None:
-        self._test_logits.append(self._logits(model, data.test.x))
-        self._train_logits.append(self._logits(model, data.train.x))
+    def _read_back(self, gen: int, gen_root: Path, teacher: Any, data: DatasetBundle, domain: Domain,
+                   done: _Progress) -> None:
+        """Resume: a finished generation's model and record, read from its folder."""
+        given_module = gen == 0 and isinstance(teacher, nn.Module)
+        model = self._given_teacher(teacher, data, domain) if given_module else self._new_model(gen, data, domain)
+        load_model(model, gen_root / rundir.MODEL, role=f"generation {gen}")
+        record = rundir.read_metrics(gen_root)
+        record["resumed"] = True
+        if gen > 0:  # the label follows the config (read back, it could be a label of an older version)
+            record["teacher"] = self.teaching(gen).label
+        done.trajectories[gen] = load_snapshots(gen_root)
+        self._add(done, freeze(model), record, data, domain)
+        log(f"[gen{gen}] finished earlier: read from {gen_root / rundir.MODEL}", self.progress)
 
-    def _cacheable(self) -> bool:
-        return self.train.teacher_cache != "off" and SCHEMES.get(self.scheme_name).meta.get("cacheable", self.scheme_name == "offline")
-
-    def _augment_plan(self, gen: int, data: DatasetBundle) -> AugmentPlan | None:
-        if not self.train.augment:
-            return None
-        views = self.train.augment_views if gen > 0 and self._cacheable() else 0
-        return AugmentPlan(build_augmentations(self.train.augment), data.train.x, views=views, seed=gen_seed(self.seed, gen))
-
-    def _maybe_cache(self, gen: int, teacher, layers: tuple[str, ...], gen_dir: Path | None, plan: AugmentPlan | None):
-        """Replace a live teacher by its outputs over the training set when that is exact (see CachedTeacher)."""
-        if not self._cacheable():
-            reason = "train.teacher_cache=off" if self.train.teacher_cache == "off" else f"scheme {self.scheme_name} feeds the teacher its own inputs"
-            if plan is not None:
-                reason += "; fresh random augmentation every step"
-            return teacher, f"live teacher ({reason})"
-        dtype = torch.float16 if self.train.cache_dtype == "float16" else torch.float32
-        if plan is not None:
-            cached = CachedTeacher.build_views(teacher, plan, dtype=dtype)
-        elif not layers:
-            t = self._rule_teacher_logits(gen, self._train_logits)
-            cached = CachedTeacher.from_logits(teacher, t, dtype)
+    def _produce(self, gen: int, gen_root: Path | None, teacher: Any, data: DatasetBundle, domain: Domain,
+                 done: _Progress, resume: bool) -> None:
+        """A generation that is not finished yet: given (generation 0) or trained, then recorded and saved."""
+        t0 = time.perf_counter()
+        given = gen == 0 and teacher is not None
+        if given:
+            model, history, how = self._given_teacher(teacher, data, domain), [], None
         else:
-            path = str(gen_dir / "teacher_cache") if gen_dir is not None else None
-            cached = CachedTeacher.build(teacher, self._data_train_x, dtype=dtype, path=path, mmap_mb=self.train.cache_mmap_mb)
-        return cached, cached.describe()
+            model, history, how = self._train(gen, gen_root, data, domain, done, resume)
+        given_module = given and isinstance(teacher, nn.Module)  # its own architecture, not the student's
+        record = {"gen": gen, "arch": type(model).__name__ if given_module else self._arch_name(gen),
+                  "params": sum(p.numel() for p in model.parameters()),
+                  "teacher": "given" if given else self.teaching(gen).label,
+                  "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
+                  "teacher_outputs": how, "processes": distributed.world_size()}
+        self._add(done, freeze(model), record, data, domain)
+        if gen_root is not None:
+            spec = self.arch(gen)
+            save_model(model, gen_root / rundir.MODEL, {
+                "gen": gen, "arch": record["arch"], "num_classes": data.num_classes,
+                "model_spec": None if given_module else (spec if isinstance(spec, (str, dict)) else None)})
+            rundir.write_metrics(gen_root, {**record, **self._figures(gen, done, data, domain)})
+            if distributed.is_main():
+                (gen_root / rundir.CHECKPOINT).unlink(missing_ok=True)
+                for f in gen_root.glob(rundir.TEACHER_CACHE + ".*"):  # a finished generation no longer needs it
+                    f.unlink()
 
-    def _train_generation(self, gen, data, models, gen_dir, resume) -> tuple[nn.Module, list]:
-        self._data_train_x = data.train.x
-        self._teacher_path = None
-        plan = self._augment_plan(gen, data)
-        student = self._new_model(gen, data)
+    def _add(self, done: _Progress, model: nn.Module, record: dict[str, Any], data: DatasetBundle,
+             domain: Domain) -> None:
+        done.models.append(model)
+        done.records.append(record)
+        done.test_preds.append(domain.predict(model, data.test))
+        done.train_preds.append(domain.predict(model, data.train))
+
+    # ------------------------------------------------------------------------------------------ one generation
+    def _train(self, gen: int, gen_root: Path | None, data: DatasetBundle, domain: Domain, done: _Progress,
+               resume: bool) -> tuple[nn.Module, list[dict[str, Any]], str | None]:
+        student = self._new_model(gen, data, domain)
         objective = self.gen0_objective() if gen == 0 else self.objective()
-        teacher = None
-        probe = None
-        if gen > 0:
-            teacher = self._teacher_for(gen, models, tuple(objective.teacher_layers))
-            if any(m is student for m in teacher.models):
-                raise RuntimeError("internal error: a generation's teacher is its own student")
-            n = self.train.fidelity_samples
-            if n:
-                held = data.val if data.val is not None else data.test
-                xs = held.x[:n]
-                chosen = self._scheme_teachers(gen)
-                if chosen is None:
-                    dev = next(teacher.models[0].parameters()).device
-                    probe = FidelityProbe(xs, teacher(xs.to(dev)).logits.float().cpu())
-                elif chosen:  # the teachers the scheme names, as the final fidelity figures measure them
-                    probe = FidelityProbe(xs, M.ensemble_logits([self._logits(models[g], xs) for g in chosen]))
-            teacher, self._teacher_path = self._maybe_cache(gen, teacher, tuple(objective.teacher_layers), gen_dir, plan)
-            log(f"[gen{gen}] teacher {self._teacher_label(gen)}: {self._teacher_path}", self.progress)
-        elif objective.needs_teacher:
+        if gen == 0 and objective.needs_teacher:
             raise ConfigError("generation 0 has no teacher: its objective must use labels only (e.g. 'ce')")
-        if gen_dir is not None and not resume and (gen_dir / CHECKPOINT).exists() and distributed.is_main():
-            (gen_dir / CHECKPOINT).unlink()
-        if gen == 0 and not SCHEMES.get(self.scheme_name).meta.get("gen0", False):
-            task = DistillTask(student, objective, None)
-        else:  # schemes registered with gen0=True (online, self-distillation, pseudo-labels) run generation 0 too
-            task = SCHEMES.create(self.scheme_name, student=student, objective=objective, teacher=teacher,
-                                  data=data, gen=gen, previous=list(models), train=self.train,
-                                  trajectories=[self._trajectories.get(g, {}) for g in range(gen)], **self.scheme_options)
-        trainer = Trainer(self.train, run_dir=gen_dir, progress=self.progress, desc=f"gen{gen}")
+        trainer = Trainer(self.train, run_dir=gen_root, progress=self.progress, desc=f"gen{gen}")
+        cacheable = self.spec.cacheable and self.train.teacher_cache != "off"
+        views = self.train.augment_views if gen > 0 and cacheable else 0
+        source = domain.train_source(data, self.train, seed=gen_seed(self.seed, gen), device=trainer.device,
+                                     views=views)
+        teaching = self.teaching(gen)
+        taught = self._teach(gen, teaching, objective, student, source, gen_root, data, domain, done)
+        if gen_root is not None and not resume and distributed.is_main():
+            (gen_root / rundir.CHECKPOINT).unlink(missing_ok=True)
+        if gen == 0 and not self.spec.trains_gen0:
+            task = domain.default_task(student, objective, None)
+        else:
+            ctx = SchemeContext(student, objective, taught.teacher, gen, teaching.teachers, list(done.models), data,
+                                self.train, [done.trajectories.get(g, {}) for g in range(gen)])
+            task = self.spec.create(ctx, self.scheme_options)
         try:
-            history = trainer.fit(task, data.train, data.test, num_classes=data.num_classes,
-                                  seed=gen_seed(self.seed, gen), resume=resume, probe=probe, augment=plan)
+            history = trainer.fit(task, source, num_classes=data.num_classes, resume=resume,
+                                  evaluate=self._epoch_evaluation(data, domain, taught.probe))
         finally:
             task.close()
-            if teacher is not None:
-                teacher.close()
-        self._trajectories[gen] = load_snapshots(gen_dir) if gen_dir is not None else trainer.snapshots
-        return student.cpu(), history
+            if taught.teacher is not None:
+                taught.teacher.close()
+        done.trajectories[gen] = load_snapshots(gen_root) if gen_root is not None else trainer.snapshots
+        return student.cpu(), history, taught.how
 
-    # ------------------------------------------------------------------------------------------ analysis
-    def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
-        return predict_logits(model, x, device=next(model.parameters()).device)
+    def _teach(self, gen: int, teaching: Teaching, objective: Objective, student: nn.Module, source: Any,
+               gen_root: Path | None, data: DatasetBundle, domain: Domain, done: _Progress) -> _Taught:
+        """The teacher handed to the scheme (the rule's teachers, or none when the scheme names its own), its
+        cache when one is exact, and the held-out fidelity probe against the generation's teachers."""
+        taught = _Taught()
+        if gen == 0:
+            return taught
+        if teaching.teachers and self.train.fidelity_samples:
+            held = (data.val if data.val is not None else data.test).head(self.train.fidelity_samples)
+            preds = [domain.predict(done.models[g], held) for g in teaching.teachers]
+            taught.probe = (held, preds[0] if len(preds) == 1 else domain.ensemble(preds))
+        if teaching.by_scheme:
+            return taught
+        layers = tuple(objective.teacher_layers)
+        teacher = domain.teacher([done.models[g] for g in teaching.teachers], layers)
+        if any(m is student for m in teacher.models):
+            raise RuntimeError("internal error: a generation's teacher is its own student")
+        taught.teacher, taught.how = teacher, self._cache_reason()
+        if taught.how is None:  # cacheable: the teacher's outputs over the training items, once
+            train_pred = self._teacher_pred(teaching, done.train_preds, domain)
+            path = rundir.teacher_cache_prefix(gen_root) if gen_root is not None else None
+            cached = domain.cache_teacher(teacher, source, data, self.train, layers=layers, train_pred=train_pred,
+                                          path=path)
+            if cached is not None:
+                taught.teacher, taught.how = cached, cached.describe()
+            else:
+                taught.how = f"live teacher ({domain.name} cannot cache this teacher's outputs exactly)"
+        log(f"[gen{gen}] teacher {teaching.label}: {taught.how}", self.progress)
+        return taught
 
-    def _scheme_teachers(self, gen: int) -> list[int] | None:
-        """The generations a scheme's generation ``gen`` learns from, when the scheme says so itself
-        (registry entry ``teachers=<function(gen, **options)>``; ``[]``: labels only), else ``None``."""
-        fn = SCHEMES.get(self.scheme_name).meta.get("teachers")
-        return None if fn is None else list(fn(gen, **self.scheme_options))
+    def _cache_reason(self) -> str | None:
+        """Why the teacher runs live, or ``None`` when its outputs may be cached."""
+        if self.spec.cacheable and self.train.teacher_cache != "off":
+            return None
+        reason = ("train.teacher_cache=off" if self.train.teacher_cache == "off"
+                  else f"scheme {self.spec.name} feeds the teacher its own inputs")
+        if self.train.augment:
+            reason += "; fresh random augmentation every step"
+        return f"live teacher ({reason})"
 
-    def _teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
-        """The outputs fidelity is measured against: the teachers a scheme names, else the rule's teacher."""
-        chosen = self._scheme_teachers(gen)
-        if chosen is not None:  # fidelity against the mean of the teachers' probabilities
-            return M.ensemble_logits([test_logits[g] for g in chosen]) if chosen else None
-        return self._rule_teacher_logits(gen, test_logits)
+    def _epoch_evaluation(self, data: DatasetBundle, domain: Domain, probe: tuple[Any, Tensor] | None):
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            row = domain.epoch_metrics(model, data.test)
+            if probe is not None and len(probe[0]):
+                fid = domain.fidelity(probe[1], domain.predict(model, probe[0]))
+                row["holdout_agreement"], row["holdout_kl"] = fid["agreement"], fid["kl"]
+            return row
 
-    def _rule_teacher_logits(self, gen: int, test_logits: list[Tensor]) -> Tensor | None:
-        """The outputs of the teacher chosen by ``generations.teacher`` (the one handed to the scheme)."""
-        chosen = self._rule_teachers(gen)
+        return evaluate
+
+    # ------------------------------------------------------------------------------------------ figures
+    @staticmethod
+    def _teacher_pred(teaching: Teaching, preds: list[Tensor], domain: Domain) -> Tensor | None:
+        """The teachers' prediction: the one teacher's, or their ensemble's; ``None`` for labels."""
+        chosen = [preds[g] for g in teaching.teachers]
         if not chosen:
             return None
-        if self.rule == "ensemble":
-            return M.ensemble_logits([test_logits[g] for g in chosen])
-        return test_logits[chosen[0]]
+        return chosen[0] if len(chosen) == 1 else domain.ensemble(chosen)
 
-    def _teacher_label(self, gen: int) -> str | None:
-        return teacher_label(self.rule, gen, self._scheme_teachers(gen))
+    def _figures(self, gen: int, done: _Progress, data: DatasetBundle, domain: Domain) -> dict[str, Any]:
+        model, test, train = done.models[gen], done.test_preds, done.train_preds
+        fig: dict[str, Any] = {f"test_{k}": v for k, v in domain.metrics(model, test[gen], data.test).items()}
+        if domain.train_keys:
+            on_train = domain.metrics(model, train[gen], data.train)
+            fig.update({f"train_{k}": on_train[k] for k in domain.train_keys})
+        teaching = self.teaching(gen)
+        for split, preds in (("", test), ("_train", train)):
+            ref = self._teacher_pred(teaching, preds, domain)
+            fid = domain.fidelity(ref, preds[gen]) if ref is not None else {"agreement": None, "kl": None}
+            fig[f"agreement_teacher{split}"], fig[f"kl_teacher{split}"] = fid["agreement"], fid["kl"]
+        fid0 = domain.fidelity(test[0], test[gen]) if gen > 0 else {"agreement": None, "kl": None}
+        fig["agreement_gen0"], fig["kl_gen0"] = fid0["agreement"], fid0["kl"]
+        return fig
 
-    def _gen_metrics(self, gen: int, data: DatasetBundle) -> dict[str, Any]:
-        test, train = self._test_logits, self._train_logits
-        return _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
+    def _ensemble_figures(self, done: _Progress, data: DatasetBundle, domain: Domain) -> list[dict[str, Any]]:
+        test = done.test_preds
+        k_max = len(test) - 1
+        groups = ([list(range(1, k + 1)) for k in range(2, k_max + 1)]
+                  + [list(range(0, k + 1)) for k in range(1, k_max + 1)])
+        rows = []
+        for members in groups:
+            e = domain.ensemble([test[i] for i in members])
+            row = {"members": members, **{f"test_{k}": v for k, v in domain.metrics(None, e, data.test).items()}}
+            fid = domain.fidelity(test[0], e)
+            row["agreement_gen0"], row["kl_gen0"] = fid["agreement"], fid["kl"]
+            rows.append(row)
+        return rows
 
-    def _evaluate(self, models, records, data, out) -> LineageResult:
-        for m in models:
+    def _conclude(self, done: _Progress, data: DatasetBundle, domain: Domain, out: Path | None) -> LineageResult:
+        for m in done.models:
             m.cpu()
-        test, train = self._test_logits, self._train_logits
         gens = []
-        for gen, rec in enumerate(records):
-            figures = _generation_figures(gen, test, train, data, self._teacher_logits(gen, test), self._teacher_logits(gen, train))
+        for gen, rec in enumerate(done.records):
+            figures = self._figures(gen, done, data, domain)
             gens.append({**{k: v for k, v in rec.items() if k not in figures}, **figures})
-        ensembles = _ensemble_figures(test, data) if self.ensembles else []
-        matrix = [[M.agreement(a, b) for b in test] for a in test]
+        ensembles = self._ensemble_figures(done, data, domain) if self.ensembles else []
+        test = done.test_preds
+        matrix = [[domain.fidelity(a, b)["agreement"] for b in test] for a in test]
         if out is not None:
-            gens_idx = list(range(len(models)))
-            write_json(out / "analysis" / "agreement_matrix.json", {"gens": gens_idx, "test": matrix})
-            feats = [penultimate_features(m, data.test.x) for m in models]
-            write_json(out / "analysis" / "cka.json", {"gens": gens_idx, "test": cka_matrix(feats).tolist()})
-            write_json(out / "analysis" / "reliability.json",
-                       {f"gen{k}": reliability_bins(t, data.test.y) for k, t in enumerate(test)})
-        return LineageResult(gens, ensembles, models, matrix)
+            indices = list(range(len(done.models)))
+            rundir.write_analysis(out, "agreement_matrix", {"gens": indices, "test": matrix})
+            for name, obj in domain.analyses(done.models, test, data).items():
+                rundir.write_analysis(out, name, obj)
+        return LineageResult(gens, ensembles, done.models, matrix)
 
 
-def _generation_figures(gen, test, train, data, t_test, t_train) -> dict[str, Any]:
-    s, y = test[gen], data.test.y
-    fig: dict[str, Any] = {f"test_{k}": v for k, v in M.classification_metrics(s, y).items()}
-    fig["train_acc"] = M.accuracy(train[gen], data.train.y)
-    none = t_test is None
-    fig["agreement_teacher"] = None if none else M.agreement(t_test, s)
-    fig["kl_teacher"] = None if none else M.kl_teacher_student(t_test, s)
-    fig["agreement_teacher_train"] = None if none else M.agreement(t_train, train[gen])
-    fig["kl_teacher_train"] = None if none else M.kl_teacher_student(t_train, train[gen])
-    fig["agreement_gen0"] = None if gen == 0 else M.agreement(test[0], s)
-    fig["kl_gen0"] = None if gen == 0 else M.kl_teacher_student(test[0], s)
-    return fig
-
-
-def _ensemble_figures(test: list[Tensor], data: DatasetBundle) -> list[dict[str, Any]]:
-    out = []
-    k_max = len(test) - 1
-    groups = [list(range(1, k + 1)) for k in range(2, k_max + 1)] + [list(range(0, k + 1)) for k in range(1, k_max + 1)]
-    for members in groups:
-        e = M.ensemble_logits([test[i] for i in members])
-        row = {"members": members, **{f"test_{k}": v for k, v in M.classification_metrics(e, data.test.y).items()}}
-        row["agreement_gen0"] = M.agreement(test[0], e)
-        row["kl_gen0"] = M.kl_teacher_student(test[0], e)
-        out.append(row)
-    return out
-
-
-def remove_run(path: Path) -> None:  # used by tests and the CLI's --overwrite
-    if path.exists():
-        shutil.rmtree(path)
-
-
-__all__ = ["Lineage", "LineageResult", "TEACHER_RULES", "CheckpointError", "torch"]
+__all__ = ["Lineage", "LineageResult", "gen_seed"]

@@ -1,20 +1,20 @@
-"""Run a validated config: one lineage per seed, the run directory of DESIGN.md, the final table."""
+"""Run a validated config: one lineage per seed into the run directory (:mod:`gendistill.rundir`)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import rundir
 from .config import RunConfig, validate
 from .data import load_dataset
 from .engine import distributed
 from .engine.progress import log
 from .errors import ConfigError
-from .io import atomic_write_text, write_json
+from .io import atomic_write_text
 from .lineage import Lineage, LineageResult
 
 
@@ -46,30 +46,9 @@ def _saved_config(saved: Path) -> dict[str, Any]:
         return raw if isinstance(raw, dict) else {}
 
 
-_RUN_ENTRY = re.compile(r"config\.yaml|gen\d+|seed-?\d+|analysis|.*\.tmp")
-_WORK = ["gen*/metrics.json", "gen*/checkpoint.pt", "gen*/model.safetensors", "gen*/snapshots/*", "model.safetensors",
-         "summary.json"]
-
-
-def holds_work(root: Path) -> bool:
-    """Whether a run directory holds something worth protecting: a finished generation (``metrics.json``), a saved
-    model, snapshot or epoch checkpoint, at the top level or under ``seed<k>/`` (multi-seed runs)."""
-    return root.is_dir() and any(next(base.glob(p), None) is not None
-                                 for base in [root, *root.glob("seed*")] for p in _WORK)
-
-
-def failed_start(root: Path) -> bool:
-    """A directory left by a start that failed before anything was trained: gendistill's ``config.yaml`` and
-    nothing but (empty) run entries, holding no finished generation and no checkpoint. Not worth protecting."""
-    if not (root / "config.yaml").is_file() or holds_work(root):
-        return False
-    return all(_RUN_ENTRY.fullmatch(c.name) and (c.is_file() or c.is_dir()) and not c.is_symlink()
-               for c in root.iterdir())
-
-
 def prepare_run_dir(config: RunConfig, root: Path, resume: bool) -> None:
-    saved = root / "config.yaml"
-    if failed_start(root):  # nothing to protect or to resume: start over in it
+    saved = root / rundir.CONFIG
+    if rundir.is_failed_start(root):  # nothing to protect or to resume: start over in it
         log(f"note: {root} holds no finished generation or checkpoint (an earlier start failed); starting over in it",
             "lines")
         distributed.barrier()  # every process has looked at the directory before rank 0 clears it
@@ -129,12 +108,12 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     summaries = []
     multi = len(config.seeds) > 1
     for seed in config.seeds:
-        seed_dir = root / f"seed{seed}" if multi else root
+        seed_dir = rundir.seed_dir(root, seed) if multi else root
         lineage = lineage_from_config(config, seed, progress)
         result = lineage.fit(data, teacher=config.generations.gen0_checkpoint, out=seed_dir, resume=resume)
         summary = {"seed": seed, **result.to_dict()}
         if multi:
-            write_json(seed_dir / "summary.json", summary)
+            rundir.write_summary(seed_dir, summary)
         results.append(result)
         summaries.append(summary)
     if multi:
@@ -143,5 +122,5 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
         top = aggregate_summaries(summaries)
     else:
         top = summaries[0]
-    write_json(root / "summary.json", top)
+    rundir.write_summary(root, top)
     return root, top, results
