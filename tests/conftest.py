@@ -33,3 +33,17 @@ train: {epochs: 3, batch_size: 64, lr: 0.01, fidelity_samples: 32}
 """
     )
     return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A tiny ImageFolder tree: root/{train,test}/{cat,dog}/<i>.png (4 train and 2 test images per class)."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for split, n in (("train", 4), ("test", 2)):
+        for cls, colour in (("cat", 255), ("dog", 0)):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (10, 12), (colour, i * 10, (i * 37) % 256)).save(root / split / cls / f"{i}.png")
+    return root

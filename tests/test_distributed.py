@@ -44,6 +44,35 @@ def test_two_processes_match_one(tiny_config_yaml, tmp_path):
     assert [g["test_acc"] for g in s3] == [g["test_acc"] for g in s2] and all(g.get("resumed") for g in s3)
 
 
+def test_two_processes_read_a_folder_through_a_dataloader(image_folder, tmp_path):
+    """The DataLoader path (images read from disk by worker processes) under torchrun: same files as one process,
+    close numbers, and resume reuses the finished generations."""
+    cfg = tmp_path / "folder.yaml"
+    cfg.write_text(f"""
+name: folder
+data: {{name: imagefolder, root: {image_folder}, size: 8, in_memory: false, workers: 1}}
+model: {{name: mlp, width: 16}}
+generations: {{count: 1}}
+train: {{epochs: 2, batch_size: 4, lr: 0.01, fidelity_samples: 4}}
+""")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    r1 = subprocess.run([sys.executable, "-m", "gendistill", "run", str(cfg), "--progress", "off", "--out", str(single)],
+                        capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = _torchrun("run", str(cfg), "--progress", "off", "--out", str(ddp))
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert _files(single) == _files(ddp)
+    s1 = json.loads((single / "summary.json").read_text())["generations"]
+    s2 = json.loads((ddp / "summary.json").read_text())["generations"]
+    assert [g["processes"] for g in s2] == [2, 2]
+    for a, b in zip(s1, s2):
+        assert abs(a["test_nll"] - b["test_nll"]) <= 0.05
+    r3 = _torchrun("run", str(cfg), "--progress", "off", "--out", str(ddp), "--resume")
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    s3 = json.loads((ddp / "summary.json").read_text())["generations"]
+    assert [g["test_nll"] for g in s3] == [g["test_nll"] for g in s2] and all(g.get("resumed") for g in s3)
+
+
 def test_helpers_are_no_ops_in_one_process():
     assert distributed.world_size() == 1 and distributed.is_main() and not distributed.is_distributed()
     distributed.barrier()

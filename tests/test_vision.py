@@ -55,3 +55,22 @@ def test_imagefolder(tmp_path):
     d = load_dataset("imagefolder", root=str(tmp_path), size=8)
     assert d.num_classes == 2 and d.input_shape == (3, 8, 8) and len(d.train) == 6 and len(d.test) == 4
     assert d.train.y.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_imagefolder_read_from_disk_equals_in_memory(image_folder):
+    from gendistill.data import DatasetSplit
+
+    root = image_folder
+    mem = load_dataset("imagefolder", root=str(root), size=8)
+    disk = load_dataset("imagefolder", root=str(root), size=8, in_memory=False, workers=0)
+    assert isinstance(disk.train, DatasetSplit) and len(disk.train) == len(mem.train) == 8
+    assert disk.train.y.tolist() == mem.train.y.tolist()
+    head = disk.train.head(8)
+    assert np.allclose(head.x.numpy(), mem.train.x.numpy(), atol=1e-6)
+
+
+def test_imagefolder_corrupt_image_is_one_line(image_folder):
+    root = image_folder
+    (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png is not a readable image"):
+        load_dataset("imagefolder", root=str(root), size=8)

@@ -5,9 +5,11 @@
   restricted unpickler that can only rebuild NumPy arrays, lists, dicts and strings: a file that asks for
   anything else is refused, never executed.
 * ``imagefolder``: ``root/train/<class>/*.png|jpg`` and ``root/test/<class>/...`` (torchvision's layout),
-  read with Pillow, resized to ``size`` and held in memory.
+  read with Pillow and resized to ``size``: held in memory, or with ``in_memory: false`` read from disk as
+  batches are drawn, through a ``DataLoader`` with ``workers`` processes (for folders that do not fit in memory).
 
-Images are scaled to [0, 1] and standardised per channel with the training set's mean and std.
+Images are scaled to [0, 1] and standardised per channel with the training set's mean and std (for a folder read
+from disk: estimated on up to 2048 training images spread evenly over the folder).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..registry import DATASETS
-from . import DatasetBundle, Split
+from . import DatasetBundle, DatasetSplit, Split
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -87,14 +90,47 @@ def cifar100(root: str = "data/cifar-100-python") -> DatasetBundle:
     return _cifar(root, ["train"], ["test"], "fine_labels", 100, "cifar100")
 
 
-@DATASETS.register("imagefolder", summary="root/{train,test}/<class>/*.png|jpg, resized to `size`, held in memory")
-def imagefolder(root: str, size: int = 32, channels: int = 3) -> DatasetBundle:
-    from PIL import Image
+class ImageFiles(Dataset):
+    """Images read from disk on access: ``(standardised CxHxW float tensor, label)`` items."""
 
+    def __init__(self, files: list[tuple[Path, int]], size: int, channels: int, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None):
+        self.files, self.size, self.channels = files, size, channels
+        self.targets = [label for _, label in files]
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def raw(self, i: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i][0]
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size)),
+                                 dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"imagefolder: {path} is not a readable image ({type(e).__name__}); remove or replace "
+                            "the file") from None
+        return arr.reshape(self.size, self.size, self.channels).transpose(2, 0, 1)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(self.raw(i).copy()).float() / 255.0
+        if self.mean is not None:
+            x = (x - self.mean[0]) / self.std[0]
+        return x, self.files[i][1]
+
+
+@DATASETS.register("imagefolder", summary="root/{train,test}/<class>/*.png|jpg, resized to `size`; in memory, "
+                   "or read from disk with in_memory: false")
+def imagefolder(root: str, size: int = 32, channels: int = 3, in_memory: bool = True, workers: int = 2) -> DatasetBundle:
     if not size >= 1:
         raise ValueError(f"size must be >= 1 (pixels per side), got {size}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     folder = Path(root).expanduser()
     for split in ("train", "test"):
         if not (folder / split).is_dir():
@@ -102,23 +138,27 @@ def imagefolder(root: str, size: int = 32, channels: int = 3) -> DatasetBundle:
     classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
     if len(classes) < 2:
         raise DataError(f"imagefolder: {folder / 'train'} needs at least two class folders, found {classes}")
-    mode = "RGB" if channels == 3 else "L"
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
-    def load(split: str) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for label, cls in enumerate(classes):
-            for f in sorted((folder / split / cls).glob("*")):
-                if f.suffix.lower() in exts:
-                    img = Image.open(f).convert(mode).resize((size, size))
-                    arr = np.asarray(img, dtype=np.uint8)
-                    xs.append(arr.reshape(size, size, channels).transpose(2, 0, 1))
-                    ys.append(label)
-        if not xs:
+    def listing(split: str) -> ImageFiles:
+        files = [(f, label) for label, cls in enumerate(classes) for f in sorted((folder / split / cls).glob("*"))
+                 if f.suffix.lower() in exts]
+        if not files:
             raise DataError(f"imagefolder: no images found under {folder / split}")
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+        return ImageFiles(files, size, channels)
 
-    (xtr, ytr), (xte, yte) = load("train"), load("test")
-    tr, te = _standardise(xtr, xte)
-    return DatasetBundle("imagefolder", Split(tr, torch.from_numpy(ytr)), Split(te, torch.from_numpy(yte)),
-                         len(classes), (channels, size, size))
+    train, test = listing("train"), listing("test")
+    shape = (channels, size, size)
+    if in_memory:
+        xtr = np.stack([train.raw(i) for i in range(len(train))])
+        xte = np.stack([test.raw(i) for i in range(len(test))])
+        tr, te = _standardise(xtr, xte)
+        return DatasetBundle("imagefolder", Split(tr, torch.tensor(train.targets)), Split(te, torch.tensor(test.targets)),
+                             len(classes), shape)
+    sample = np.stack([train.raw(i) for i in np.linspace(0, len(train) - 1, min(len(train), 2048)).astype(int)])
+    x = torch.from_numpy(sample).float() / 255.0
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    train.mean, train.std, test.mean, test.std = mean, std, mean, std
+    return DatasetBundle("imagefolder", DatasetSplit(train, num_workers=workers), DatasetSplit(test, num_workers=workers),
+                         len(classes), shape)
