@@ -191,13 +191,13 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch):
     assert torch.load(tmp_path / "cut/gen1/checkpoint.pt", weights_only=True)["epoch"] == 2
 
     trained = []
-    real_train = Lineage._train_generation
+    real_train = Lineage._train
 
     def count(self, gen, *a, **k):
         trained.append(gen)
         return real_train(self, gen, *a, **k)
 
-    monkeypatch.setattr(Lineage, "_train_generation", count)
+    monkeypatch.setattr(Lineage, "_train", count)
     resumed = make().fit(tiny_data, out=tmp_path / "cut", resume=True)
     assert trained == [1, 2]  # generation 0 was read from disk, not retrained
     assert resumed.generations[0]["resumed"] is True

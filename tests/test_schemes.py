@@ -11,9 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gendistill.analysis import metrics as M
+from gendistill import metrics as M
 from gendistill.config import TrainConfig, load_config
 from gendistill.data import Split, load_dataset
+from gendistill.domains.classification import batches
 from gendistill.engine.evaluate import predict_logits
 from gendistill.engine.trainer import Trainer, seed_everything
 from gendistill.errors import ConfigError
@@ -21,6 +22,7 @@ from gendistill.knowledge import build_objective
 from gendistill.lineage import Lineage
 from gendistill.models import build_model
 from gendistill.registry import SCHEMES
+from gendistill.schemes import build_task
 from gendistill.schemes.chain import assistant_widths
 from gendistill.schemes.evolution import evolve, fit_masks
 from gendistill.schemes.pseudo_label import labeled_mask
@@ -105,9 +107,9 @@ def test_dml_peers_beat_independently_trained_peers():
             data = load_dataset("synthetic", num_classes=10, dim=32, num_train=300, num_test=2000, separation=0.5, seed=seed)
             seed_everything(seed)
             student = build_model(mlp(256), data.num_classes, data.input_shape)
-            task = SCHEMES.create("dml", student=student, objective=build_objective("ce"), teacher=None, data=data,
-                                  gen=0, previous=[], train=None, peers=2, weight=weight)
-            history = Trainer(train(40), progress="off").fit(task, data.train, None, num_classes=10, seed=seed)
+            task = build_task("dml", student=student, objective=build_objective("ce"), teacher=None, data=data,
+                                  gen=0, previous=[], peers=2, weight=weight)
+            history = Trainer(train(40), progress="off").fit(task, batches(data.train, train(40), seed=seed), num_classes=10)
             assert task.eval_model is student and "train_peer1_acc" in history[-1]
             accs += [accuracy(p, data) for p in task.peers]
         means[weight] = sum(accs) / len(accs)
@@ -139,9 +141,9 @@ def test_pskd_lowers_test_nll_of_an_overfitting_network(m1d):
 def test_pskd_targets_mix_labels_with_last_epochs_predictions(tiny_data):
     seed_everything(0)
     student = build_model(mlp(16), 4, tiny_data.input_shape)
-    task = SCHEMES.create("pskd", student=student, objective=build_objective("ce"), teacher=None, data=tiny_data,
-                          gen=0, previous=[], train=None, alpha=0.8)
-    Trainer(train(2), progress="off").fit(task, tiny_data.train, None, num_classes=4)
+    task = build_task("pskd", student=student, objective=build_objective("ce"), teacher=None, data=tiny_data,
+                          gen=0, previous=[], alpha=0.8)
+    Trainer(train(2), progress="off").fit(task, batches(tiny_data.train, train(2)), num_classes=4)
     assert bool(task.seen.all()) and task.alpha == pytest.approx(0.8)
     assert torch.allclose(task.memory.sum(-1), torch.ones(len(tiny_data.train)))
 
@@ -230,9 +232,9 @@ def test_akd_discriminator_learns_and_is_dropped_at_export(tiny_data):
     student = build_model(mlp(32), 4, tiny_data.input_shape)
     from gendistill.teachers import FrozenTeacher
 
-    task = SCHEMES.create("akd", student=student, objective=build_objective("ban+l"), teacher=FrozenTeacher(r.models[0]),
-                          data=tiny_data, gen=1, previous=r.models[:1], train=None)
-    history = Trainer(train(4), progress="off").fit(task, tiny_data.train, None, num_classes=4)
+    task = build_task("akd", student=student, objective=build_objective("ban+l"), teacher=FrozenTeacher(r.models[0]),
+                          data=tiny_data, gen=1, previous=r.models[:1])
+    history = Trainer(train(4), progress="off").fit(task, batches(tiny_data.train, train(4)), num_classes=4)
     assert history[-1]["train_disc_acc"] > 0.5 and "train_adv" in history[-1]
 
 
@@ -292,13 +294,13 @@ def test_mpl_teacher_state_round_trips_for_resume(tiny_data, fast_train):
     seed_everything(0)
     make = lambda: build_model(mlp(16), 4, tiny_data.input_shape)  # noqa: E731
     teacher = make()
-    task = SCHEMES.create("mpl", student=make(), objective=build_objective("ce"), teacher=None, data=tiny_data, gen=1,
-                          previous=[teacher], train=None, labeled=0.25)
-    Trainer(fast_train, progress="off").fit(task, tiny_data.train, None, num_classes=4)
+    task = build_task("mpl", student=make(), objective=build_objective("ce"), teacher=None, data=tiny_data, gen=1,
+                          previous=[teacher], labeled=0.25)
+    Trainer(fast_train, progress="off").fit(task, batches(tiny_data.train, fast_train), num_classes=4)
     moved = any(not torch.equal(a, b) for a, b in zip(task.mpl_teacher.state_dict().values(), teacher.state_dict().values()))
     assert moved  # the teacher learned from the student's feedback
-    other = SCHEMES.create("mpl", student=make(), objective=build_objective("ce"), teacher=None, data=tiny_data, gen=1,
-                           previous=[make()], train=None, labeled=0.25)
+    other = build_task("mpl", student=make(), objective=build_objective("ce"), teacher=None, data=tiny_data, gen=1,
+                           previous=[make()], labeled=0.25)
     state = torch.load(_roundtrip(task.state_dict()), weights_only=True)
     other.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(other.mpl_teacher.state_dict().values(), task.mpl_teacher.state_dict().values()))
