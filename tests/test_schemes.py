@@ -28,7 +28,7 @@ from gendistill.schemes.evolution import evolve, fit_masks
 from gendistill.schemes.pseudo_label import labeled_mask
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "schemes"
-SCHEME_NAMES = ["akd", "byot", "dfad", "dml", "ke", "mpl", "multi_teacher", "noisy_student", "one", "pskd", "rco", "takd"]
+SCHEME_NAMES = ["akd", "byot", "dfad", "dml", "ke", "mpl", "multi_teacher", "noisy_student", "okddip", "one", "pskd", "rco", "takd"]
 
 
 def cnn(width):
@@ -120,6 +120,57 @@ def test_one_branch_beats_the_same_network_trained_from_labels(m1d):
     one = [fit(m1d, s, student=cnn(8), generations=0, scheme="one")[0][0] for s in (0, 1)]
     ce = [fit(m1d, s, student=cnn(8), generations=0)[0][0] for s in (0, 1)]
     assert sum(one) / 2 > sum(ce) / 2 + 0.01, (one, ce)
+
+
+def test_okddip_loss_matches_a_hand_computation():
+    """The two distillation levels recomputed with explicit loops over peers from the same logits and features."""
+    import math
+
+    import torch.nn.functional as F
+
+    from gendistill.knowledge.base import Batch
+    from gendistill.schemes.okddip import rampup
+
+    torch.manual_seed(0)
+    student = build_model(mlp(8), 3, (4,))
+    task = build_task("okddip", student=student, objective=build_objective("ce"), teacher=None,
+                      data=load_dataset("synthetic", num_classes=3, dim=4, num_train=8, num_test=8, seed=0),
+                      gen=0, previous=[], peers=3, temperature=2.0, alpha=0.5, factor=2, rampup_epochs=4)
+    task.on_epoch_start(2, 10)  # 0-based epoch 1 of a 4-epoch ramp: exp(-5 * 0.75^2)
+    assert task.weight == pytest.approx(math.exp(-5 * 0.75 ** 2)) and rampup(7, 4) == 1.0 and rampup(0, 0) == 1.0
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    out = task(Batch(x, y, torch.arange(5)))
+
+    shared = task.trunk(x)
+    z = [p(shared) for p in task.peers]
+    h = [p[:-1](shared).flatten(1) for p in task.peers]  # the classifier's input
+    leader = task.leader(shared)
+    T = 2.0
+
+    def kl(target, output):  # T^2 * mean_n sum_c p_t (log p_t - log p_o), with the authors' + 1e-7 on p_t
+        pt = F.softmax(target / T, -1) + 1e-7
+        return T * T * (pt * (pt.log() - F.log_softmax(output / T, -1))).sum(-1).mean()
+
+    group = 0.0
+    for i in range(3):
+        scores = torch.stack([(task.query(h[i]) * task.key(h[j])).sum(-1) for j in range(3)], -1)
+        a = torch.softmax(scores, -1)
+        target = sum(a[:, j:j + 1] * z[j] for j in range(3))
+        group = group + kl(target, z[i])
+    leader_kd = kl(sum(z) / 3, leader)
+    ce = sum(F.cross_entropy(zi, y) for zi in z) + F.cross_entropy(leader, y)
+    expected = ce + 0.5 * task.weight * (group + leader_kd)
+    assert out["group_kd"].item() == pytest.approx(group.item(), rel=1e-5)
+    assert out["leader_kd"].item() == pytest.approx(leader_kd.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out["loss"].backward()  # the targets are not detached: the attention maps learn through the group loss
+    assert task.query.weight.grad.abs().sum() > 0 and task.key.weight.grad.abs().sum() > 0
+
+
+def test_okddip_leader_beats_the_same_network_trained_from_labels(m1d):
+    okd = [fit(m1d, s, student=cnn(8), generations=0, scheme="okddip")[0][0] for s in (0, 1)]
+    ce = [fit(m1d, s, student=cnn(8), generations=0)[0][0] for s in (0, 1)]
+    assert sum(okd) / 2 > sum(ce) / 2 + 0.01, (okd, ce)
 
 
 # ------------------------------------------------------------------------------------------ self-distillation

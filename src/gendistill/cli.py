@@ -113,7 +113,7 @@ def eval_(
 
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models | datasets")] = "methods") -> None:
-    """List the registered methods (knowledge terms and objective presets), schemes, models or datasets."""
+    """List the registered methods (knowledge terms, objective presets and schemes), schemes, models or datasets."""
     from . import config as _config  # noqa: F401  (registers models and datasets)
     from . import knowledge as _knowledge  # noqa: F401
     from . import schemes as _schemes  # noqa: F401
@@ -134,6 +134,9 @@ def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models |
         typer.echo("\nobjective presets:")
         for name, text in PRESETS.items():
             typer.echo(f"  {name:<14} {text}")
+        typer.echo("\nschemes (scheme: {name: ...}; `gendistill list schemes` gives their papers):")
+        for e in SCHEMES.entries():
+            typer.echo(f"  {e.name:<14} {e.meta.get('kind', ''):<13} {e.summary}")
     else:
         for e in reg.entries():
             typer.echo(f"{e.name:<16} {e.summary}")
