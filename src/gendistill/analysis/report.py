@@ -1,9 +1,12 @@
 """The report of a run directory (``report.md`` + self-contained ``report.html``) and ``compare_runs``.
 
-Reads only the run directory (the contract of :mod:`gendistill.rundir`, docs/design.md):
+Three layers: :mod:`~gendistill.analysis.rundata` reads the run directory (the contract of
+:mod:`gendistill.rundir`, docs/design.md), this module builds a typed document
+(:mod:`~gendistill.analysis.document`: headings, paragraphs, tables, figures) from it, and
+:mod:`~gendistill.analysis.render` writes that document as Markdown and HTML. What is read:
 
 - ``summary.json``: one seed, or aggregated over seeds (it has ``"seeds"``); when only per-seed folders
-  ``seed0/ seed1/ ...`` hold summaries, they are aggregated here with :func:`aggregate_summaries`;
+  ``seed0/ seed1/ ...`` hold summaries, they are aggregated with :func:`aggregate_summaries`;
 - ``gen<k>/history.csv`` (per seed folder when there are several seeds);
 - optional ``analysis/agreement_matrix.json``, ``analysis/cka.json`` (``{"gens": [...], "<split>": KxK}``)
   and ``analysis/reliability.json`` (``{"gen0": {"bin_conf", "bin_acc", "bin_count", ...}, ...}``), at the
@@ -16,12 +19,8 @@ data URIs, no external files), all atomically. Each plot is skipped when its inp
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from .. import rundir
 from ..errors import GendistillError
 from ..io import atomic_write_text
 from . import stats as stats_module
+from .document import Block, Bullets, Code, Figure, Heading, Paragraph, Table
 from .plots import (
     ensemble_label,
     gen_label,
@@ -37,11 +37,13 @@ from .plots import (
     plot_matrix,
     plot_reliability,
     plot_training_curves,
-    pool_bins,
 )
-from .stats import aggregate_summaries, is_aggregated, is_stat, mean_of
+from .render import md_table, render_html, render_markdown
+from .rundata import RunData, load_histories, load_matrix, load_reliability, load_run, load_summary
+from .stats import is_aggregated, is_stat, mean_of
 
-SUMMARY, HISTORY, ANALYSIS, PLOTS = rundir.SUMMARY, rundir.HISTORY, rundir.ANALYSIS, rundir.PLOTS
+__all__ = ["RunData", "build_report", "compare_runs", "load_run", "load_summary", "render_html", "render_markdown",
+           "write_report"]
 
 # (summary field, column header, scale, digits): accuracies and ECE shown in percent.
 HEADLINE = [
@@ -62,116 +64,6 @@ GENERATION_PLOTS = [
     ("test_nll", "test NLL", 1.0, "test_nll.png"),
     ("agreement_gen0", "top-1 agreement with gen0 (%)", 100.0, "agreement_gen0.png"),
 ]
-
-
-# ------------------------------------------------------------------------------------------ loading
-
-
-@dataclass
-class RunData:
-    """What the report reads from one run directory."""
-
-    root: Path
-    summary: dict[str, Any]
-    seed_dirs: list[tuple[int, Path]] = field(default_factory=list)
-
-    @property
-    def aggregated(self) -> bool:
-        return is_aggregated(self.summary)
-
-    @property
-    def data_dirs(self) -> list[Path]:
-        """Folders laid out as one seed's run (the seed folders, or the root for a single seed)."""
-        return [d for _, d in self.seed_dirs] or [self.root]
-
-
-seed_dirs = rundir.seed_dirs
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise GendistillError(f"{path} is not valid JSON ({e}); re-run or remove it") from None
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Read the summary of ``run_dir``: its ``summary.json``, or the aggregate of its seed folders'."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise GendistillError(f"run directory {root} does not exist")
-    seeds = seed_dirs(root)
-    top = root / SUMMARY
-    summary = _read_json(top) if top.exists() else None
-    if summary is None or (seeds and not is_aggregated(summary)):
-        per_seed = [(s, d / SUMMARY) for s, d in seeds if (d / SUMMARY).exists()]
-        if per_seed:
-            summary = aggregate_summaries(
-                [_read_json(p) for _, p in per_seed], seeds=[s for s, _ in per_seed]
-            )
-            seeds = [(s, d) for s, d in seeds if (d / SUMMARY).exists()]
-    if summary is None:
-        raise GendistillError(
-            f"{root} has no {SUMMARY} (nor seed*/{SUMMARY}); is it a gendistill run directory? "
-            "Reports are written for finished runs."
-        )
-    return RunData(root, summary, seeds)
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    return load_run(run_dir).summary
-
-
-def _analysis_files(run: RunData, name: str) -> list[Any]:
-    top = run.root / ANALYSIS / name
-    if top.exists():
-        return [_read_json(top)]
-    return [_read_json(d / ANALYSIS / name) for d in run.data_dirs if (d / ANALYSIS / name).exists()]
-
-
-def load_matrix(run: RunData, name: str) -> dict[str, Any] | None:
-    """``{"gens", "<split>": KxK ...}`` from ``analysis/<name>``, averaged elementwise over the seed
-    folders that have the same ``gens`` as the first; ``"n_seeds"`` says over how many."""
-    found = _analysis_files(run, name)
-    if not found:
-        return None
-    gens = found[0].get("gens")
-    same = [f for f in found if f.get("gens") == gens]
-    out: dict[str, Any] = {"gens": gens, "n_seeds": len(same)}
-    for split, value in found[0].items():
-        if split == "gens" or not isinstance(value, list):
-            continue
-        mats = [f[split] for f in same if isinstance(f.get(split), list)]
-        k = len(value)
-        out[split] = [[_nanmean([m[i][j] for m in mats]) for j in range(len(value[i]))] for i in range(k)]
-    return out
-
-
-def _nanmean(values: list[Any]) -> float:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return sum(vals) / len(vals) if vals else math.nan
-
-
-def load_reliability(run: RunData) -> tuple[dict[str, dict[str, Any]] | None, int]:
-    """Reliability bins per model from ``analysis/reliability.json`` pooled over seed folders, and the
-    number of files pooled."""
-    found = _analysis_files(run, "reliability.json")
-    if not found:
-        return None, 0
-    out = {}
-    for name in found[0]:
-        many = [f[name] for f in found if name in f]
-        try:
-            out[name] = pool_bins(many)
-        except (KeyError, ValueError):
-            out[name] = found[0][name]
-    return out, len(found)
-
-
-def load_histories(run: RunData, gen: int) -> list[list[dict[str, float]]]:
-    rows = [rundir.read_history(rundir.gen_dir(d, gen)) for d in run.data_dirs]
-    return [r for r in rows if r]
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -225,8 +117,6 @@ def teacher_name(row: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ document
 
-# A report is a list of blocks rendered twice (Markdown and HTML). Inline text may use `code` spans.
-Block = tuple
 
 
 def _headline(summary: dict[str, Any]) -> Block:
@@ -236,7 +126,7 @@ def _headline(summary: dict[str, Any]) -> Block:
         rows.append(
             [row_name(row), teacher_name(row)] + [fmt_value(row.get(f), s, d) for f, _, s, d in HEADLINE]
         )
-    return ("table", headers, rows)
+    return Table(headers, rows)
 
 
 def _paired(summary: dict[str, Any]) -> list[Block]:
@@ -275,7 +165,7 @@ def _paired(summary: dict[str, Any]) -> list[Block]:
             f"Model minus gen0, paired by seed (seeds {', '.join(map(str, seeds))}); 95% Student-t interval "
             "of the mean difference and two-sided paired t-test p-value (`scipy.stats.ttest_rel`)."
         )
-        return [("p", note), ("table", headers, rows)]
+        return [Paragraph(note), Table(headers, rows)]
     gen0 = next((g for g in summary.get("generations", []) if g.get("gen") == 0), None)
     if gen0 is None:
         return []
@@ -288,8 +178,8 @@ def _paired(summary: dict[str, Any]) -> list[Block]:
             cells.append("—" if a is None or b is None else _signed((a - b) * s, d))
         rows.append(cells)
     return [
-        ("p", "Model minus gen0. One seed: no interval or test; run several seeds for those."),
-        ("table", headers, rows),
+        Paragraph("Model minus gen0. One seed: no interval or test; run several seeds for those."),
+        Table(headers, rows),
     ]
 
 
@@ -321,28 +211,28 @@ def _definitions() -> list[Block]:
     ]
     items += [f"**{name}**: {formula}" for name, formula in _doc_table(stats_module.__doc__)]
     return [
-        ("h2", "Definitions"),
-        ("p", "Probabilities are `p = softmax(z)` at temperature 1; `N` test samples."),
-        ("ul", items),
+        Heading("Definitions"),
+        Paragraph("Probabilities are `p = softmax(z)` at temperature 1; `N` test samples."),
+        Bullets(items),
     ]
 
 
-def _plots(run: RunData, plot_dir: Path) -> list[tuple[Path, str]]:
+def _plots(run: RunData, plot_dir: Path) -> list[Figure]:
     """Draw every plot whose input exists; return ``(path, caption)`` pairs."""
     summary, agg = run.summary, run.aggregated
     err = " Error bars: 95% Student-t CI over seeds." if agg else ""
-    figs: list[tuple[Path, str]] = []
+    figs: list[Figure] = []
     for fld, label, scale, name in GENERATION_PLOTS:
         p = plot_generation_metric(summary, fld, label, plot_dir / name, scale=scale)
         if p:
-            figs.append((p, f"{label} per generation (test split).{err}"))
+            figs.append(Figure(p, f"{label} per generation (test split).{err}"))
     for g in summary.get("generations", []):
         k = g.get("gen")
         p = plot_training_curves(
             load_histories(run, k), f"gen{k} training curves", plot_dir / f"training_gen{k}.png"
         )
         if p:
-            figs.append((p, f"gen{k}: every column of `history.csv` per epoch."))
+            figs.append(Figure(p, f"gen{k}: every column of `history.csv` per epoch.", wide=True))
     for file, title, name in [
         ("agreement_matrix.json", "top-1 agreement", "agreement_matrix"),
         ("cka.json", "linear CKA (penultimate features)", "cka"),
@@ -358,13 +248,13 @@ def _plots(run: RunData, plot_dir: Path) -> list[tuple[Path, str]]:
             labels_k = labels if len(labels) == len(mat) else [str(i) for i in range(len(mat))]
             p = plot_matrix(mat, labels_k, f"{title} ({split}{over})", plot_dir / f"{name}_{split}.png")
             if p:
-                figs.append((p, f"Pairwise {title} between generations, {split} split{over}."))
+                figs.append(Figure(p, f"Pairwise {title} between generations, {split} split{over}."))
     rel, n_files = load_reliability(run)
     p = plot_reliability(rel, plot_dir / "reliability.png")
     if p:
         pooled = f" Bins pooled over {n_files} seeds." if n_files > 1 else ""
         figs.append(
-            (
+            Figure(
                 p,
                 f"Reliability diagrams (15 equal-width confidence bins, test split): bar = accuracy, "
                 f"shaded = gap to mean confidence.{pooled}",
@@ -387,141 +277,32 @@ def build_report(run: RunData, plot_dir: Path) -> list[Block]:
         seed = summary.get("seed")
         scope = "one seed" + (f" ({seed})" if seed is not None else "") + "."
     blocks: list[Block] = [
-        ("h1", title),
-        (
-            "p",
+        Heading(title, 1),
+        Paragraph(
             f"Run directory `{run.root}`. All figures on the test split, from each generation's "
             f"{epoch}-epoch model as recorded in `summary.json`. Seeds: {scope}",
         ),
-        ("h2", "Results per generation"),
+        Heading("Results per generation"),
         _headline(summary),
     ]
     paired = _paired(summary)
     if paired:
-        blocks += [("h2", "Compared with generation 0"), *paired]
+        blocks += [Heading("Compared with generation 0"), *paired]
     figs = _plots(run, plot_dir)
     if figs:
-        blocks.append(("h2", "Figures"))
-        blocks += [("fig", p, cap) for p, cap in figs]
+        blocks.append(Heading("Figures"))
+        blocks += figs
     blocks += _definitions()
     cfg = run.root / rundir.CONFIG
     if cfg.exists():
-        blocks += [("h2", "Config"), ("pre", cfg.read_text(encoding="utf-8"))]
+        blocks += [Heading("Config"), Code(cfg.read_text(encoding="utf-8"))]
     return blocks
-
-
-# ------------------------------------------------------------------------------------------ rendering
-
-
-def _md_inline(text: str) -> str:
-    """Escape ``|`` for a Markdown table cell (GFM needs it escaped even inside code spans)."""
-    return text.replace("|", "\\|")
-
-
-_LEFT = {"model", "teacher", "metric (test)"}
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    """GitHub-flavoured Markdown table; label columns left-aligned, figures right-aligned."""
-    align = ["---" if h in _LEFT else "---:" for h in headers]
-    lines = ["| " + " | ".join(_md_inline(h) for h in headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(_md_inline(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(blocks: list[Block], root: Path) -> str:
-    out: list[str] = []
-    for b in blocks:
-        kind = b[0]
-        if kind == "h1":
-            out.append(f"# {b[1]}\n")
-        elif kind == "h2":
-            out.append(f"## {b[1]}\n")
-        elif kind == "p":
-            out.append(b[1] + "\n")
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in b[1]) + "\n")
-        elif kind == "table":
-            out.append(md_table(b[1], b[2]))
-        elif kind == "fig":
-            rel = Path(b[1]).relative_to(root).as_posix()
-            out.append(f"![{b[2]}]({rel})\n\n*{b[2]}*\n")
-        elif kind == "pre":
-            out.append("```yaml\n" + b[1].rstrip("\n") + "\n```\n")
-    return "\n".join(out)
-
-
-def _html_inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1500px;margin:2em auto;padding:0 1.5em;
-color:#222;line-height:1.45}
-h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.3em}h2{font-size:1.25em;margin-top:1.6em}
-.tw{overflow-x:auto;margin:.8em 0}table{border-collapse:collapse;font-size:.82em}
-tbody tr:nth-child(even){background:#fafafa}tbody tr:hover{background:#eef5ff}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f4f4f4}.l{text-align:left}
-code{background:#f4f4f4;padding:0 .25em;border-radius:3px;font-size:.92em}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
-.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;flex:1 1 460px;max-width:680px}
-figure.wide{flex-basis:100%;max-width:100%}
-figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555;max-width:640px}
-"""
-
-
-def render_html(blocks: list[Block]) -> str:
-    body: list[str] = []
-    in_figs = False
-    for b in blocks:
-        kind = b[0]
-        if kind != "fig" and in_figs:
-            body.append("</div>")
-            in_figs = False
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{_html_inline(b[1])}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{_html_inline(b[1])}</p>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b[1]) + "</ul>")
-        elif kind == "table":
-            cls = ["" if h not in _LEFT else ' class="l"' for h in b[1]]
-            head = "".join(f"<th{k}>{_html_inline(h)}</th>" for k, h in zip(cls, b[1], strict=True))
-            rows = "".join(
-                "<tr>"
-                + "".join(f"<td{k}>{_html_inline(c)}</td>" for k, c in zip(cls, r, strict=True))
-                + "</tr>"
-                for r in b[2]
-            )
-            body.append(f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
-        elif kind == "fig":
-            if not in_figs:
-                body.append('<div class="figs">')
-                in_figs = True
-            data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
-            wide = ' class="wide"' if Path(b[1]).name.startswith("training_") else ""
-            body.append(
-                f'<figure{wide}><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
-                f"<figcaption>{_html_inline(b[2])}</figcaption></figure>"
-            )
-        elif kind == "pre":
-            body.append(f"<details><summary>config.yaml</summary><pre>{html.escape(b[1])}</pre></details>")
-    if in_figs:
-        body.append("</div>")
-    title = html.escape(blocks[0][1]) if blocks and blocks[0][0] == "h1" else "gendistill report"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``plots/*.png``, ``report.md`` and ``report.html`` into ``run_dir``; return the two report paths."""
     run = load_run(run_dir)
-    plot_dir = run.root / PLOTS
+    plot_dir = run.root / rundir.PLOTS
     plot_dir.mkdir(exist_ok=True)
     blocks = build_report(run, plot_dir)
     md_path, html_path = run.root / rundir.REPORT_MD, run.root / rundir.REPORT_HTML
