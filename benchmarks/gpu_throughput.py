@@ -18,10 +18,10 @@ from _common import final_json, machine, print_table
 
 from gendistill.config import TrainConfig
 from gendistill.data import Split
-from gendistill.engine import Trainer, seed_everything
+from gendistill.domains.classification import batches
+from gendistill.engine import DistillTask, Trainer, seed_everything
 from gendistill.knowledge import build_objective
 from gendistill.models import create_model
-from gendistill.schemes import DistillTask
 from gendistill.teachers import CachedTeacher, FrozenTeacher
 
 
@@ -79,7 +79,7 @@ def main() -> None:
     def gd(obj, make_teacher):
         def run():
             task = DistillTask(student(), build_objective(obj, temperature=4.0), make_teacher())
-            Trainer(cfg, progress="off").fit(task, split, None, num_classes=100)
+            Trainer(cfg, progress="off").fit(task, batches(split, cfg, seed=0, device="cuda"), num_classes=100)
             torch.cuda.synchronize()
         return run
 

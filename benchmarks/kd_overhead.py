@@ -28,11 +28,11 @@ from _common import final_json, machine, median, print_table
 
 from gendistill.config import TrainConfig
 from gendistill.data import load_dataset
-from gendistill.engine import Trainer, seed_everything
+from gendistill.domains.classification import batches
+from gendistill.engine import DistillTask, Trainer, seed_everything
 from gendistill.engine.evaluate import select_device
 from gendistill.knowledge import build_objective
 from gendistill.models import create_model
-from gendistill.schemes import DistillTask
 from gendistill.teachers import CachedTeacher, FrozenTeacher
 
 
@@ -101,7 +101,7 @@ def main() -> None:
         def run():
             t = make_teacher()
             task = DistillTask(student(), build_objective(objective, temperature=4.0), t)
-            Trainer(cfg, progress="off").fit(task, data.train, None, num_classes=data.num_classes)
+            Trainer(cfg, progress="off").fit(task, batches(data.train, cfg, seed=0, device=dev), num_classes=data.num_classes)
         return run
 
     def build_cache():

@@ -52,9 +52,9 @@ def test_summarize_known_sample():
     assert s["n"] == 5 and s["values"] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def test_summarize_single_value_has_degenerate_interval():
+def test_summarize_single_value_has_no_spread_or_interval():
     s = summarize([0.7])
-    assert s["mean"] == 0.7 and s["std"] == 0.0 and s["ci95"] == [0.7, 0.7] and s["n"] == 1
+    assert s["mean"] == 0.7 and s["std"] is None and s["ci95"] is None and s["n"] == 1  # no spread: unavailable
 
 
 def test_paired_comparison_matches_hand_t_test():

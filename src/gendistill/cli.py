@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Annotated
 import typer
 
 from . import rundir
-from .errors import GendistillError
+from .errors import GendistillError, describe_os_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="Multi-generation knowledge distillation: born-again lineages and their measurement.")
@@ -21,6 +23,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+@contextlib.contextmanager
+def _user_errors(interrupt_hint: str | None = None):
+    """Bad input and file-system trouble on the user's paths end in one ``error:`` line and exit code 2;
+    Ctrl-C in exit code 130 with a hint on how to continue."""
+    try:
+        yield
+    except GendistillError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(describe_os_error(e))
+    except UnicodeDecodeError as e:
+        _fail(f"a file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8")
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted" + (f"; {interrupt_hint}" if interrupt_hint else ""), err=True)
+        raise typer.Exit(code=130) from None
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the bundled default (BAN on MNIST-1D)")] = None,
@@ -28,19 +47,24 @@ def run(
     out: Annotated[Path | None, typer.Option(help="run directory (default: <out>/<name> from the config)")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out / the config's run directory")] = False,
     progress: Annotated[str, typer.Option(help="auto | bar | lines | off")] = "auto",
+    jobs: Annotated[int | None, typer.Option(help="seeds trained at once in worker processes (default: as many as "
+                                             "seeds and CPU cores allow; 1 on a GPU)")] = None,
+    allow_change: Annotated[list[str] | None, typer.Option(
+        "--allow-change", help="with --resume: config keys that may differ from the saved run's, e.g. train.lr "
+        "(finished generations are kept, unfinished ones restart)")] = None,
 ) -> None:
     """Run a lineage (one per seed) and print the per-generation table."""
     from .config import load_config
     from .runner import run_config
 
-    try:
+    args = [a for a in sys.argv[1:] if a != "--resume"] if sys.argv[1:2] == ["run"] else ["run"]
+    hint = "every finished epoch is kept; continue with: gendistill " + shlex.join(args + ["--resume"])
+    with _user_errors(hint):
         if progress not in ("auto", "bar", "lines", "off"):
             raise GendistillError(f"--progress must be auto, bar, lines or off, got {progress!r}")
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, (set_ or []) + ([f"jobs={jobs}"] if jobs is not None else []))
         t0 = time.perf_counter()
-        root, summary, _ = run_config(cfg, out=out, resume=resume, progress=progress)
-    except GendistillError as e:
-        _fail(str(e))
+        root, summary, _ = run_config(cfg, out=out, resume=resume, progress=progress, allow_change=allow_change or [])
     from .analysis.report import write_report
     from .analysis.tables import lineage_table
     from .engine import distributed
@@ -48,8 +72,9 @@ def run(
     if not distributed.is_main():
         distributed.shutdown()
         return
-    html, _ = write_report(root)
-    typer.echo(lineage_table(summary))
+    typer.echo(lineage_table(summary))  # the results first: a failing report must not hide them
+    with _user_errors():
+        html, _ = write_report(root)
     typer.echo(f"run directory: {root}   ({time.perf_counter() - t0:.1f} s)   report: {html}")
     distributed.shutdown()
 
@@ -61,10 +86,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory written
 
     if not rundir.has_summary(run_dir):
         _fail(f"{run_dir} holds no summary.json; point to a directory written by `gendistill run`")
-    try:
+    with _user_errors():
         html, md = write_report(run_dir)
-    except GendistillError as e:
-        _fail(str(e))
     typer.echo(f"wrote {html}\nwrote {md}")
 
 
@@ -80,10 +103,11 @@ def compare(
     for d in run_dirs:
         if not rundir.has_summary(d):
             _fail(f"{d} holds no summary.json; point to directories written by `gendistill run`")
-    table = compare_runs(run_dirs)
-    typer.echo(table)
-    if md is not None:
-        atomic_write_text(md, table + "\n")
+    with _user_errors():
+        table = compare_runs(run_dirs)
+        typer.echo(table)
+        if md is not None:
+            atomic_write_text(md, table + "\n")
 
 
 @app.command("eval")
@@ -101,14 +125,14 @@ def eval_(
     from .analysis.evaluate_cli import evaluate_pair, format_result
     from .io import write_json
 
-    try:
+    with _user_errors():
+        if json_ is not None and json_.is_dir():
+            raise GendistillError(f"--json {json_} is a folder; give a file path, e.g. {json_ / 'eval.json'}")
         result = evaluate_pair(teacher, student, data, teacher_model, student_model, set_ or [], device)
-    except GendistillError as e:
-        _fail(str(e))
-    typer.echo(format_result(result))
-    if json_ is not None:
-        write_json(json_, result)
-        typer.echo(f"wrote {json_}")
+        typer.echo(format_result(result))
+        if json_ is not None:
+            write_json(json_, result)
+            typer.echo(f"wrote {json_}")
 
 
 @app.command("list")

@@ -29,6 +29,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_BLOCK = {"dataset": "data", "model": "model", "scheme": "scheme"}  # config block of each registry kind
+
+
 class _Registered(BaseModel):
     """``{name: <registered name>, **options}``: an entry of a registry and its options.
 
@@ -57,7 +60,9 @@ class _Registered(BaseModel):
         for k, v in self.options.items():
             if k not in params:
                 kind = self._registry.kind
-                raise ValueError(f"unknown option {k!r} for {kind} {self.name!r}; allowed: {', '.join(params) or '(none)'}")
+                raise ValueError(f"unknown option {k!r} for {kind} {self.name!r}; allowed: {', '.join(params) or '(none)'}"
+                                 f" (switching {kind}s with --set? replace the whole block, e.g. --set "
+                                 f"'{_BLOCK.get(kind, kind)}={{name: {self.name}}}', to drop the other's options)")
             problem = _type_problem(sig[k].annotation, v)
             if problem:
                 raise ValueError(f"option {k!r} of {self._registry.kind} {self.name!r} must be {problem}, got {v!r}")
@@ -144,6 +149,9 @@ class RunConfig(_Strict):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9._+-]+$")
     out: str = "runs"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    jobs: int | None = Field(None, ge=1, description=(
+        "seeds trained at once, in worker processes (one intra-op thread each on CPU unless train.threads says "
+        "otherwise); None: as many as seeds and CPU cores allow on CPU, 1 on a GPU"))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     generations: GenerationsConfig = Field(default_factory=GenerationsConfig)
@@ -160,6 +168,15 @@ class RunConfig(_Strict):
     @classmethod
     def _one_seed(cls, v: Any) -> Any:
         return [v] if isinstance(v, int) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        repeated = sorted({s for s in v if v.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be distinct (repeated: {repeated}); a repeated seed is the same run twice "
+                             "and would fake the spread over seeds")
+        return v
 
     @model_validator(mode="after")
     def _objective_builds(self) -> RunConfig:
@@ -238,8 +255,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder; give a YAML file (e.g. one of examples/)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as "
+                          "UTF-8") from None
+    if not text.strip():
+        from .engine.progress import log
+
+        log(f"note: config file {str(path)!r} is empty; running with every default (gendistill run without a "
+            "file does the same)", "lines")
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

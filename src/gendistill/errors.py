@@ -31,3 +31,31 @@ class NonFiniteLossError(GendistillError):
         super().__init__(message)
         self.epoch = epoch
         self.part = part
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system error on a user's path: the path, what went wrong, and what to do."""
+    import errno
+
+    path = e.filename if e.filename is not None else "a file"
+    if e.filename2 is not None:
+        path = f"{path} -> {e.filename2}"
+    code = e.errno
+    if code == errno.ENOSPC:
+        return (f"no space left on the device while writing {path}; free some space (or choose another --out) and "
+                "run the same command with --resume: everything finished so far is kept")
+    if code == errno.EDQUOT:
+        return f"disk quota exceeded while writing {path}; free some space and run the same command with --resume"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {path}; choose a folder you can write to (--out) or fix its permissions"
+    if code == errno.EROFS:
+        return f"{path} is on a read-only file system; choose a writable folder (--out)"
+    if code == errno.EISDIR:
+        return f"{path} is a folder, but a file was expected there; give the path of a file"
+    if code == errno.ENOTDIR:
+        return f"{path}: part of this path is a file, not a folder; choose another path"
+    if code == errno.EEXIST:
+        return f"{path} already exists and is not a folder; choose another path"
+    if code == errno.ENOENT:
+        return f"{path} does not exist; check the path"
+    return f"{path}: {e.strerror or e}"

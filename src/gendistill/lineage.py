@@ -15,6 +15,7 @@ held-out fidelity probe, the cache), train (the scheme's task run by the one tra
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -22,17 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from . import rundir
+from . import environment, rundir
 from .data import DatasetBundle
 from .domains import Domain, domain_for
 from .engine import distributed
 from .engine.checkpoint import load_model, save_model
+from .engine.evaluate import select_device
 from .engine.progress import log
 from .engine.settings import TrainConfig, parse_train
 from .engine.trainer import Trainer, load_snapshots, seed_everything
 from .errors import ConfigError
+from .io import write_json
 from .knowledge import KnowledgeTerm, Objective, build_objective
 from .knowledge.taps import resolve_module
 from .models import ModelSpec
@@ -58,6 +62,20 @@ def _objective_factory(spec: ObjectiveSpec, temperature: float) -> Callable[[], 
     raise ConfigError(f"objective must be an Objective, a preset name or a list of terms, got {type(spec).__name__}")
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the block (nothing when ``n`` is None); the previous count after."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def gen_seed(seed: int, gen: int) -> int:
     """Each generation of each seed gets its own init and data order."""
     return seed * 1000 + gen
@@ -71,6 +89,7 @@ class LineageResult:
     ensembles: list[dict[str, Any]]
     models: list[nn.Module] = field(repr=False, default_factory=list)
     agreement_matrix: list[list[float]] = field(repr=False, default_factory=list)
+    environment: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"generations": self.generations, "ensembles": self.ensembles}
@@ -227,15 +246,40 @@ class Lineage:
         self.check(data, teacher)  # a model that does not fit the data fails before anything is trained or written
         domain = domain_for(data)
         out = Path(out) if out is not None else None
-        done = _Progress()
-        for gen in range(self.count + 1):
-            gen_root = rundir.gen_dir(out, gen) if out is not None else None
-            if gen_root is not None and resume and rundir.is_finished(gen_root):
-                self._read_back(gen, gen_root, teacher, data, domain, done)
-            else:
-                self._produce(gen, gen_root, teacher, data, domain, done, resume)
-            distributed.barrier()  # every process sees the finished generation on disk
-        return self._conclude(done, data, domain, out)
+        lock = rundir.locked(out) if out is not None and distributed.is_main() else contextlib.nullcontext()
+        with lock, _threads(self.train.threads):
+            env = self._record_environment(out, resume)
+            done = _Progress()
+            for gen in range(self.count + 1):
+                gen_root = rundir.gen_dir(out, gen) if out is not None else None
+                if gen_root is not None and resume and rundir.is_finished(gen_root):
+                    self._read_back(gen, gen_root, teacher, data, domain, done)
+                else:
+                    self._produce(gen, gen_root, teacher, data, domain, done, resume)
+                distributed.barrier()  # every process sees the finished generation on disk
+            result = self._conclude(done, data, domain, out)
+            result.environment = env
+            if out is not None:  # the same summary.json as `gendistill run` writes for one seed
+                rundir.write_summary(out, {"seed": self.seed, **result.to_dict(), "environment": env})
+        return result
+
+    def _record_environment(self, out: Path | None, resume: bool) -> dict[str, Any]:
+        """Write ``environment.json`` (versions, threads, CPU, device); on a resume, keep the first and warn
+        about every difference that can change the numbers."""
+        env = environment.describe(select_device(self.train.device))
+        if out is None:
+            return env
+        path = out / rundir.ENVIRONMENT
+        old = rundir.read_environment(out) if resume else None
+        if old is not None:
+            changed = environment.differences(old.get("started", {}), env)
+            if changed:
+                log(f"warning: resuming {out} under another environment ({'; '.join(changed)}); the resumed "
+                    "generations' last digits may differ from an uninterrupted run", "lines")
+            write_json(path, {**old, "resumes": [*old.get("resumes", []), env]})
+        else:
+            write_json(path, {"started": env})
+        return env
 
     def _new_model(self, gen: int, data: DatasetBundle, domain: Domain) -> nn.Module:
         seed_everything(gen_seed(self.seed, gen))

@@ -11,19 +11,33 @@ A run directory is a contract: reports, resume and other tools read it. Its layo
 
 With several seeds, each seed's run lies in ``seed<s>/`` and the top-level ``summary.json`` aggregates them.
 Every file is written atomically (:mod:`gendistill.io`). This module is the only place that spells these
-names; it imports nothing of the package but :mod:`gendistill.io`.
+names; it imports nothing of the package but :mod:`gendistill.io` and :mod:`gendistill.errors`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io as _io
 import json
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import GendistillError
 from .io import atomic_write_text, read_json, write_json
+
+
+class RunDirLocked(GendistillError):
+    """Another live process holds the run directory's lock (its pid is written in the lock file)."""
+
+    def __init__(self, root: Path, pid: str):
+        super().__init__(f"run directory {root} is in use by another gendistill run (pid {pid or 'unknown'}); wait "
+                         "for it to finish, or choose another --out")
+        self.root, self.pid = root, pid
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -35,8 +49,11 @@ SNAPSHOTS = "snapshots"
 TEACHER_CACHE = "teacher_cache"  # prefix of a generation's memory-mapped teacher outputs (removed when it ends)
 ANALYSIS = "analysis"
 PLOTS = "plots"
+TENSORBOARD = "tensorboard"  # per generation, with train.tensorboard: TensorBoard event files of history.csv's columns
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+LOCK = ".lock"  # held (flock) by the process running into the directory; the OS drops it when that process dies
+ENVIRONMENT = "environment.json"  # torch version, threads, CPU model, device, gendistill version/commit
 
 _GEN = re.compile(r"gen(\d+)")
 _SEED = re.compile(r"seed(\d+)")
@@ -98,7 +115,7 @@ def has_summary(root: str | Path) -> bool:
 
 
 _WORK = [f"gen*/{METRICS}", f"gen*/{CHECKPOINT}", f"gen*/{MODEL}", f"gen*/{SNAPSHOTS}/*", MODEL, SUMMARY]
-_RUN_ENTRY = re.compile(rf"{re.escape(CONFIG)}|gen\d+|seed-?\d+|{ANALYSIS}|.*\.tmp|\.lock")
+_RUN_ENTRY = re.compile(rf"{re.escape(CONFIG)}|{re.escape(ENVIRONMENT)}|gen\d+|seed-?\d+|{ANALYSIS}|.*\.tmp|\.lock")
 
 
 def holds_work(root: str | Path) -> bool:
@@ -119,6 +136,31 @@ def is_failed_start(root: str | Path) -> bool:
                for c in root.iterdir())
 
 
+def entries(root: str | Path) -> list[Path]:
+    """What ``root`` holds, the lock file aside."""
+    root = Path(root)
+    return [c for c in root.iterdir() if c.name != LOCK] if root.is_dir() else []
+
+
+def drop_unfinished_checkpoints(root: str | Path) -> list[Path]:
+    """Remove the epoch checkpoints (and snapshots) of unfinished generations under ``root`` and its seed
+    folders, so they restart; return the generation folders affected."""
+    root = Path(root)
+    dropped = []
+    for base in [root, *(d for _, d in seed_dirs(root))]:
+        for _, g in gen_dirs(base):
+            if is_finished(g):
+                continue
+            hit = False
+            for f in [g / CHECKPOINT, *g.glob(f"{SNAPSHOTS}/*")]:
+                if f.is_file():
+                    f.unlink()
+                    hit = True
+            if hit:
+                dropped.append(g)
+    return dropped
+
+
 def is_finished(gen_root: str | Path) -> bool:
     """A generation is finished once its ``metrics.json`` is written (after its model)."""
     return (Path(gen_root) / METRICS).is_file()
@@ -133,6 +175,16 @@ def read_summary(root: str | Path) -> dict[str, Any]:
 
 def write_summary(root: str | Path, summary: dict[str, Any]) -> None:
     write_json(Path(root) / SUMMARY, summary)
+
+
+def read_environment(root: str | Path) -> dict[str, Any] | None:
+    """``environment.json`` (``{"started": {...}, "resumes": [...]}``), or None when absent or unreadable."""
+    path = Path(root) / ENVIRONMENT
+    try:
+        found = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def read_metrics(gen_root: str | Path) -> dict[str, Any]:
@@ -188,3 +240,48 @@ def read_history(gen_root: str | Path) -> list[dict[str, float]]:
 
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: num(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------------------------------ lock
+
+_HELD: dict[Path, int] = {}  # run directories this process has locked -> the lock file's descriptor
+
+
+@contextlib.contextmanager
+def locked(root: str | Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``root/.lock`` (creating ``root``) for the ``with`` block.
+
+    A second process asking for the same directory gets :class:`RunDirLocked` at once (no waiting). The lock
+    belongs to the process, not to the file: when its holder dies (``kill -9`` included) the OS releases it, so
+    a stale ``.lock`` file left behind is simply taken over. Re-entrant within one process."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    if key in _HELD:
+        yield root
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked
+        yield root
+        return
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise RunDirLocked(root, pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[key] = fd
+    try:
+        yield root
+    finally:
+        del _HELD[key]
+        os.close(fd)  # releases the flock; the file stays (harmless: a lock is the flock, not the file)

@@ -98,9 +98,12 @@ def _save(fig: Figure, path: str | Path) -> Path:
 def _point(value: Any) -> tuple[float, float, float] | None:
     """``(mean, lower error, upper error)`` of a number or a summarize dict; ``None`` when absent."""
     if is_stat(value):
-        m, (lo, hi) = value["mean"], value["ci95"]
+        m = value["mean"]
         if m is None or not math.isfinite(m):
             return None
+        if value.get("ci95") is None:  # one value: no interval to draw
+            return m, 0.0, 0.0
+        lo, hi = value["ci95"]  # already cut at the quantity's bounds (analysis.stats.BOUNDS)
         return m, max(m - lo, 0.0), max(hi - m, 0.0)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value), 0.0, 0.0
@@ -174,14 +177,18 @@ _NOT_PLOTTED = {"epoch", "lr", "seconds", "step", "time"}
 
 
 def history_panels(columns: Sequence[str]) -> dict[str, list[str]]:
-    """Group history columns into panels: accuracy (``*acc*``), agreement (``*agree*``), KL (held-out
-    ``*kl*`` not starting with ``train_``) and loss (every other column but epoch, lr, seconds)."""
-    panels: dict[str, list[str]] = {"loss": [], "accuracy": [], "agreement": [], "KL": []}
+    """Group history columns into panels, one quantity per axis: accuracy (``*acc*``), agreement
+    (``*agree*``), KL (held-out ``*kl*`` not starting with ``train_``), time (``*_seconds``: wall time per epoch,
+    which on a loaded machine would otherwise set the loss axis' scale) and loss (every other column but epoch
+    and lr)."""
+    panels: dict[str, list[str]] = {"loss": [], "accuracy": [], "agreement": [], "KL": [], "time (s)": []}
     for c in columns:
         tokens = c.lower().split("_")
         if c in _NOT_PLOTTED:
             continue
-        if any("acc" in t for t in tokens):
+        if "seconds" in tokens or "time" in tokens:
+            panels["time (s)"].append(c)
+        elif any("acc" in t for t in tokens):
             panels["accuracy"].append(c)
         elif any("agree" in t for t in tokens):
             panels["agreement"].append(c)

@@ -75,8 +75,8 @@ def fmt_value(value: Any, scale: float = 1.0, digits: int = 4, ci: bool = True) 
         return "—"
     if is_stat(value):
         m = value["mean"]
-        if value.get("n", 1) <= 1:
-            return f"{m * scale:.{digits}f} (n=1)"
+        if value.get("n", 1) <= 1 or value.get("std") is None:
+            return f"{m * scale:.{digits}f} (n=1, no spread)"
         text = f"{m * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}"
         if ci:
             lo, hi = value["ci95"]
@@ -153,6 +153,9 @@ def _paired(summary: dict[str, Any]) -> list[Block]:
                 c = cmp.get(f)
                 if c is None:
                     cells += ["—", "—"]
+                    continue
+                if c.get("ci95") is None:  # one pair: a difference, no interval or test
+                    cells += [f"{_signed(c['mean_diff'] * s, d)} (n=1)", "—"]
                     continue
                 lo, hi = c["ci95"]
                 cells += [

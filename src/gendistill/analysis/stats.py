@@ -5,10 +5,16 @@ quantity                    formula (``n`` seeds, values ``v_1 .. v_n``)
 ==========================  ==========================================================================
 mean                        ``m = (1/n) sum_i v_i``
 std (sample)                ``s = sqrt( sum_i (v_i - m)^2 / (n - 1) )``
-95% CI (Student t)          ``m +- t_{0.975, n-1} * s / sqrt(n)``
+95% CI (Student t)          ``m +- t_{0.975, n-1} * s / sqrt(n)``, cut at the quantity's range (below)
 paired difference a - b     ``d_i = a_i - b_i``; mean, CI as above on ``d``
 paired t-test               ``t = mean(d) / (std(d) / sqrt(n))``, two-sided p-value on ``n - 1`` degrees of freedom
 ==========================  ==========================================================================
+
+With fewer than two values there is no spread to estimate: ``std``, the interval and the p-value are ``None``
+(shown as unavailable), never 0. Intervals of bounded quantities are cut at their bounds (:data:`BOUNDS`):
+accuracies, agreements and ECE lie in ``[0, 1]``, NLL, KL and Brier score are ``>= 0``; the t interval is
+symmetric and can cross a bound when the seeds are few and the mean is near it, and the part outside is
+impossible. A paired test whose differences are all equal (zero spread) has no p-value either.
 
 The paired test compares two models trained with the same seed (same data order and initial weights where
 the seed fixes them), which removes the seed-to-seed variance the two share.
@@ -39,12 +45,32 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample std (``ddof=1``) and the 95% Student-t interval of ``values``.
+# The range of each bounded quantity, by field name (prefixes test_/train_/holdout_ stripped): intervals are cut there.
+_UNIT = (0.0, 1.0)
+_POSITIVE = (0.0, math.inf)
+BOUNDS: dict[str, tuple[float, float]] = {
+    "acc": _UNIT, "agreement": _UNIT, "ece": _UNIT, "token_acc": _UNIT, "exact_match": _UNIT,
+    "nll": _POSITIVE, "kl": _POSITIVE, "brier": _POSITIVE,
+}
+
+
+def bounds_for(field: str) -> tuple[float, float] | None:
+    """The range of a summary field (``test_acc`` -> ``(0, 1)``, ``kl_teacher`` -> ``(0, inf)``), or None."""
+    name = field
+    for prefix in ("test_", "train_", "holdout_", "val_"):
+        name = name.removeprefix(prefix)
+    if name in BOUNDS:
+        return BOUNDS[name]
+    head = name.split("_", 1)[0]
+    return BOUNDS.get(head)
+
+
+def summarize(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean, sample std (``ddof=1``) and the 95% Student-t interval of ``values``, the interval cut at
+    ``bounds`` (the quantity's possible range) when given.
 
     Returns ``{"mean", "std", "ci95": [lo, hi], "n", "values"}``. With a single value there is no spread to
-    estimate: ``std`` is reported as 0 and the interval as ``[v, v]`` (a degenerate interval, not a claim of
-    certainty).
+    estimate: ``std`` and ``ci95`` are ``None``.
     """
     vals = [float(v) for v in values]
     n = len(vals)
@@ -52,11 +78,13 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
         raise ValueError("summarize needs at least one value")
     mean = math.fsum(vals) / n
     if n == 1:
-        std, half = 0.0, 0.0
-    else:
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
-        half = float(_st.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "values": vals}
+        return {"mean": mean, "std": None, "ci95": None, "n": 1, "values": vals}
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = float(_st.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "std": std, "ci95": [lo, hi], "n": n, "values": vals}
 
 
 def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
@@ -64,7 +92,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
 
     Returns ``{"mean_diff", "ci95", "p_value", "n", "test": "paired t-test"}``; the p-value is two-sided
     (``scipy.stats.ttest_rel``). ``p_value`` is ``None`` when it is undefined: fewer than two pairs, or all
-    differences exactly zero.
+    differences equal (no spread: the t statistic is 0/0 or infinite, not evidence).
     """
     a = [float(v) for v in a]
     b = [float(v) for v in b]
@@ -74,7 +102,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
         raise ValueError("paired comparison needs at least one pair")
     diff = summarize([x - y for x, y in zip(a, b, strict=True)])
     p_value = None
-    if len(a) >= 2:
+    if len(a) >= 2 and diff["std"] > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p = float(_st.ttest_rel(a, b).pvalue)
@@ -113,7 +141,7 @@ def _merge(values: list[Any], path: str) -> Any:
     if all(v is None for v in values):
         return None
     if key not in IDENTITY_KEYS and all(v is None or _is_number(v) for v in values):
-        return summarize([v for v in values if v is not None])
+        return summarize([v for v in values if v is not None], bounds_for(key))
     if all(isinstance(v, dict) for v in values):
         keys = list(dict.fromkeys(k for v in values for k in v))
         return {k: _merge([v.get(k) for v in values], f"{path}.{k}") for k in keys}
@@ -189,6 +217,10 @@ def aggregate_summaries(
     out: dict[str, Any] = {"seeds": seeds, "n_seeds": len(seeds)}
     for key in dict.fromkeys(k for s in summaries for k in s):
         if key in ("generations", "ensembles", "seed", "seeds", "n_seeds"):
+            continue
+        if key == "environment":  # a record, not a measurement: kept as is when the seeds agree
+            envs = [s.get(key) for s in summaries]
+            out[key] = envs[0] if all(e == envs[0] for e in envs) else {"per_seed": envs}
             continue
         out[key] = _merge([s.get(key) for s in summaries], key)
 

@@ -24,7 +24,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, dict) and "mean" in value:
         if value.get("mean") is None:
             return "-"
-        if value.get("n", 1) > 1:
+        if value.get("n", 1) > 1 and value.get("std") is not None:
             return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
         return f"{value['mean']:.{digits}f}"
     if isinstance(value, float):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ import torch
 from ..io import atomic_write_bytes
 from ..registry import DATASETS
 from . import DatasetBundle, Split
+
+
+def _note(message: str) -> None:
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
 
 
 def cache_dir() -> Path:
@@ -61,14 +67,21 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, train_split: float = 0.8, c
         except Exception:
             arrays = None  # a corrupt cache file is regenerated
     if arrays is None:
+        if num_samples >= 50_000:  # generation runs at about 5k samples/s on one core: say so before a long silence
+            _note(f"generating MNIST-1D: {num_samples} samples (about {num_samples / 5_000:.0f} s, "
+                f"{num_samples * 40 * 4 / 2**20:.0f} MiB; cached afterwards in {path.parent})")
         arrays = _generate(options)
         if cache:
             import io
 
             buf = io.BytesIO()
             np.savez(buf, **arrays)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, buf.getvalue())
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, buf.getvalue())
+            except OSError as e:  # the cache only saves time: go on without it
+                _note(f"note: cannot cache MNIST-1D in {path.parent} ({e.strerror}); it is regenerated next time. "
+                    "Set GENDISTILL_CACHE to a writable folder to keep it")
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(x.astype(np.float32))[:, None, :], torch.from_numpy(y.astype(np.int64)))

@@ -45,7 +45,23 @@ class TrainConfig(_Strict):
         8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
     compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
+    tensorboard: bool = Field(False, description=(
+        "also write every per-epoch column of history.csv as TensorBoard scalars to <gen dir>/tensorboard/ "
+        "(needs the tensorboard package: pip install 'gendistill[tensorboard]')"))
+    threads: int | None = Field(None, ge=1, description=(
+        "CPU intra-op threads (torch.set_num_threads) while the lineage runs; None: PyTorch's default (one per "
+        "physical core). On a shared machine use 1 (docs/performance.md, 'Threads')"))
 
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, v: bool) -> bool:
+        import importlib.util
+
+        if v and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("needs the tensorboard package, which is not installed: pip install tensorboard "
+                             "(or gendistill[tensorboard]), or set train.tensorboard: false")
+        return v
 
     @field_validator("device")
     @classmethod

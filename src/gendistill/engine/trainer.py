@@ -190,6 +190,7 @@ class Trainer:
         self.desc = desc
         self.device = select_device(config.device)
         distributed.init(self.device.type)
+        self._tb = None  # TensorBoard writer (train.tensorboard), opened at the first saved epoch
         self.snapshots: dict[int, dict[str, Tensor]] = {}  # train.snapshot_epochs, in memory when run_dir is None
 
     # ------------------------------------------------------------------------------------------ phases
@@ -209,6 +210,9 @@ class Trainer:
                 bar.epoch_end(row, ["train_loss", "train_acc", "test_acc", "holdout_agreement"])
         if self.cfg.compile:
             _uncompile(task.eval_model)
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         return run.history
 
     def _setup(self, task: Task, source: BatchSource, num_classes: int, evaluate: Evaluate | None) -> _Run:
@@ -302,6 +306,8 @@ class Trainer:
         if self.run_dir is None:
             return
         rundir.write_history(self.run_dir, run.history)
+        if self.cfg.tensorboard and distributed.is_main():
+            self._tensorboard(run.history[-1], epoch)
         if epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs:
             save_state(self._checkpoint_path(), {
                 "epoch": epoch,
@@ -317,6 +323,17 @@ class Trainer:
             distributed.barrier()  # the checkpoint is on disk before any process goes on
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _tensorboard(self, row: dict[str, Any], epoch: int) -> None:
+        """Every numeric column of this epoch's history row as a scalar (``train/loss``, ``test/acc`` ...)."""
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / rundir.TENSORBOARD))
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self._tb.add_scalar(key.replace("_", "/", 1), value, epoch)
+        self._tb.flush()
+
     def _autocast(self):
         if self.cfg.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)

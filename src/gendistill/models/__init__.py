@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,9 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: tuple[int, ...])
     if isinstance(spec, nn.Module):
         model = copy.deepcopy(spec)
         reset_parameters(model)
-        return model
+        for p in model.parameters():  # a frozen module (a trained teacher, result.models[0]) trains again
+            p.requires_grad_(True)
+        return model.train()
     if callable(spec):
         model = spec()
         if not isinstance(model, nn.Module):
@@ -111,9 +114,18 @@ def check_fits(spec: ModelSpec, dataset: str, num_classes: int, input_shape: tup
 
 
 def reset_parameters(model: nn.Module) -> None:
+    """Re-initialise ``model`` in place: every submodule's own ``reset_parameters()`` (PyTorch's layers), and
+    parameters held directly by a custom module without one: matrices and kernels (2 or more dimensions) drawn
+    like ``nn.Linear``'s weight (Kaiming-uniform, ``a = sqrt(5)``); vectors and scalars (scales, offsets, whose
+    initial value is usually a chosen constant) are kept as given."""
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
+        else:
+            for p in m.parameters(recurse=False):
+                if p.dim() >= 2:
+                    with torch.no_grad():
+                        nn.init.kaiming_uniform_(p, a=math.sqrt(5))
 
 
 def describe_model(model: nn.Module) -> str:
