@@ -437,7 +437,15 @@ class CRD(RelationTerm):
         return r + (r >= index[:, None]).long()
 
     def _scores(self, v: Tensor, memory: Tensor, contrast: Tensor, log_z: Tensor) -> Tensor:
-        logits = torch.bmm(memory[contrast], v[:, :, None]).squeeze(2) / self.temperature
+        if self.num_train <= 4 * contrast.shape[1]:
+            # every sample against the whole bank, then the K + 1 chosen scores: a (N, num_train) matrix
+            # product instead of gathering N (K + 1) bank rows (N x 1025 x 128 floats per side by default);
+            # the bank is copied (num_train rows, fewer than the gathered ones) because the backward pass
+            # needs it and the update below writes into it
+            scores = (v @ memory.t().clone()).gather(1, contrast)
+        else:  # a bank much larger than K: gather the rows
+            scores = torch.bmm(memory[contrast], v[:, :, None]).squeeze(2)
+        logits = scores / self.temperature
         if torch.isnan(log_z):
             with torch.no_grad():
                 log_z.fill_(
