@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gendistill.errors import ConfigError
-from gendistill.knowledge import Batch, FeatureTap, Outputs, build_objective, build_term
+from gendistill.knowledge import Batch, FeatureTap, Outputs, build_objective, build_term, relation
 from gendistill.knowledge.feature import VID, FitNet
 from gendistill.knowledge.relation import CRD
 from gendistill.registry import METHODS
@@ -351,6 +351,15 @@ def test_rkd_angle_and_combined_by_explicit_loops():
     expected = 2.0 * huber(dist(s) - dist(t)).mean() + 3.0 * expected_angle
     rkd = term({"term": "rkd", "distance_weight": 2.0, "angle_weight": 3.0})
     assert value(rkd, outs(s), outs(t), batch(5)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_rkd_angle_wide_embeddings_take_the_gram_path_to_the_same_value():
+    # widths above relation._BMM_MAX_DIM (64) use the Gram matrix instead of the (N, N, D) differences
+    s, t = rng.normal(size=(6, 70)), rng.normal(size=(6, 3))
+    expected = huber(_angles(s) - _angles(t)).mean()
+    assert value(term({"term": "rkd_angle"}), outs(s), outs(t), batch(6)) == pytest.approx(expected, rel=1e-4)
+    cos, valid = relation.angle_cosines(torch.tensor(s))
+    assert valid.sum() == 6 * 5 * 5 and (cos[~valid] == 0).all()
 
 
 @pytest.mark.parametrize("method", ["rkd_distance", "rkd_angle", "rkd"])

@@ -40,11 +40,12 @@ class FrozenTeacher:
         return self
 
     def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
-        self.model.eval()  # stays in eval mode even if someone called .train() on it
-        with torch.inference_mode():
-            out = self._run(x)
-        # inference tensors cannot be saved for backward; a clone outside inference mode is a normal tensor
-        return Outputs(out.logits.clone(), {k: v.clone() for k, v in out.features.items()})
+        if self.model.training:  # stays in eval mode even if someone called .train() on it
+            self.model.eval()
+        # no_grad, not inference_mode: its outputs are normal tensors a student's loss can save for backward,
+        # without copying the logits and every tapped feature map on each step
+        with torch.no_grad():
+            return self._run(x)
 
     def close(self) -> None:
         self._run.close()
@@ -120,6 +121,21 @@ class CachedTeacher:
         self.layers = tuple(self.features)
         self.how = how
         self.views = logits.shape[0] if logits.ndim == 3 else 0
+        self._lookup: tuple[Tensor, dict[str, Tensor]] | None = None  # float32 copies, see _prepare
+
+    # float32 copies of an in-memory cache up to this size, so a step gathers without converting
+    FLOAT32_COPY_MB = 256.0
+
+    def _prepare(self) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """The stored outputs in float32, converted once (float16 -> float32 is exact, so a step reads the same
+        values as converting its gathered rows), for in-memory caches whose float32 copy fits
+        ``FLOAT32_COPY_MB``; ``None`` otherwise (memory-mapped or large: rows are converted per step)."""
+        if self.how.startswith("memory-mapped"):
+            return None
+        tensors = [self.logits, *self.features.values()]
+        if sum(t.numel() for t in tensors) * 4 / 2**20 > self.FLOAT32_COPY_MB:
+            return None
+        return self.logits.float(), {k: v.float() for k, v in self.features.items()}
 
     @property
     def models(self) -> list[nn.Module]:
@@ -130,6 +146,7 @@ class CachedTeacher:
         if not self.how.startswith("memory-mapped"):
             self.logits = self.logits.to(device)
             self.features = {k: v.to(device) for k, v in self.features.items()}
+        self._lookup = self._prepare()
         return self
 
     def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Outputs:
@@ -143,6 +160,10 @@ class CachedTeacher:
             key = (view.to(self.logits.device), idx)
         else:
             key = idx
+        if self._lookup is not None and self._lookup[0].device == self.logits.device:
+            logits, features = self._lookup
+            return Outputs(logits[key].to(dev, non_blocking=True),
+                           {k: v[key].to(dev, non_blocking=True) for k, v in features.items()} if features else {})
         logits = self.logits[key].to(dev, non_blocking=True).float()
         feats = {k: v[key].to(dev, non_blocking=True).float() for k, v in self.features.items()}
         return Outputs(logits, feats)

@@ -119,28 +119,31 @@ class _EpochSums:
         self.sums: dict[str, Tensor] = {}
         self.names: tuple[str, ...] | None = None
         self.acc: Tensor | None = None
-        self.correct = torch.zeros((), device=device)
-        self.scored = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)  # integer counts: no cast per step
+        self.scored = torch.zeros((), dtype=torch.long, device=device)
         self.items = 0
+        self.scored_items = 0
         self.has_logits = False
 
+    @torch.no_grad()  # no graph, so no detach per part
     def add(self, parts: dict[str, Tensor], logits: Tensor | None, batch: Batch) -> None:
         n = len(batch)
         self.items += n
-        if tuple(parts) != self.names:
+        names = tuple(parts)
+        if names != self.names:
             self._fold()
-            self.names, self.acc = tuple(parts), torch.zeros(len(parts), device=self.device)
-        self.acc.add_(torch.stack([v.detach() for v in parts.values()]).float(), alpha=n)
+            self.names, self.acc = names, torch.zeros(len(names), device=self.device)
+        self.acc.add_(torch.stack(tuple(parts.values())).float(), alpha=n)
         if logits is not None:
             y = batch.y
-            hit = logits.detach().argmax(-1) == y
+            hit = logits.argmax(-1) == y
             if logits.ndim > 2:  # sequences: real positions only
                 real = y != -100
-                self.correct += (hit & real).sum()
-                self.scored += real.sum()
+                self.correct.add_((hit & real).sum())
+                self.scored.add_(real.sum())
             else:
-                self.correct += hit.sum()
-                self.scored += n
+                self.correct.add_(hit.sum())
+                self.scored_items += n  # counted on the host: one op less per step
             self.has_logits = True
 
     def _fold(self) -> None:
@@ -153,7 +156,8 @@ class _EpochSums:
         """``train_<part>`` means over the epoch's items and ``train_acc`` (one collective under DDP)."""
         self._fold()
         names = list(self.sums)
-        packed = torch.stack([self.sums[k] for k in names] + [self.correct.float(), self.scored.float(),
+        scored = self.scored + self.scored_items
+        packed = torch.stack([self.sums[k] for k in names] + [self.correct.float(), scored.float(),
                                                               torch.tensor(float(self.items), device=self.device)])
         if world > 1:
             packed = distributed.all_reduce_sum(packed)

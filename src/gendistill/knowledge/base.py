@@ -118,7 +118,8 @@ class Objective(nn.Module):
             value = term(student, teacher, batch)
             parts[name] = value
             if w != 0.0:
-                total = w * value if total is None else total + w * value
+                weighted = value if w == 1.0 else w * value  # 1.0 * x == x exactly: one op less each way
+                total = weighted if total is None else total + weighted
         if total is None:
             total = torch.zeros((), device=student.logits.device)
         return {"loss": total, **parts}

@@ -77,34 +77,52 @@ def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def rkd_distance(s: Tensor, t: Tensor) -> Tensor:
-    """``mean_{i != j} huber( d_s(i,j) / mu_s, d_t(i,j) / mu_t )`` with ``mu`` the mean pairwise distance."""
+    """``mean_{i != j} huber( d_s(i,j) / mu_s, d_t(i,j) / mu_t )`` with ``mu`` the mean pairwise distance.
+
+    Both distance matrices have an exact zero diagonal, whose entries add nothing to a sum (``huber(0, 0) = 0``),
+    so the means over ``i != j`` are sums over the whole matrices divided by ``N (N - 1)``: no boolean mask,
+    whose gather (and its scatter in the backward pass) costs more than the distances themselves."""
     n = s.shape[0]
-    off = ~torch.eye(n, dtype=torch.bool, device=s.device)
-    ds, dt = pairwise_distances(s)[off], pairwise_distances(t)[off]
-    return F.smooth_l1_loss(ds / ds.mean(), dt / dt.mean())
+    pairs = n * (n - 1)
+    ds, dt = pairwise_distances(s), pairwise_distances(t)
+    return F.smooth_l1_loss(ds / (ds.sum() / pairs), dt / (dt.sum() / pairs), reduction="sum") / pairs
 
 
 def angle_cosines(e: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     """``cos[j, i, k] = <e_i - e_j, e_k - e_j> / (||e_i - e_j|| ||e_k - e_j||)`` (the angle at vertex ``j``),
-    and the mask of valid triplets ``i != j, k != j``."""
+    exactly 0 on the invalid triplets (``i == j`` or ``k == j``), and the mask of valid triplets.
+
+    With ``u_ji = (e_i - e_j) / ||e_i - e_j||`` (0 for ``i == j``), ``cos[j] = U_j U_j^T``: one batched matrix
+    product over ``(N, N, D)`` differences when ``D <= 64``; for wider embeddings the same from the Gram matrix
+    ``G`` of the centred embeddings, ``<e_i - e_j, e_k - e_j> = G_ik - r_ji - r_jk`` with
+    ``r_ji = G_ji - G_jj / 2``, so no ``(N, N, D)`` tensor is formed. ``eps`` bounds the distances below
+    (``sqrt(eps)``) for coincident samples."""
+    eye = torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
+    return _angle_cosines(e, eps), ~eye[:, :, None] & ~eye[:, None, :]
+
+
+_BMM_MAX_DIM = 64  # embeddings up to this width use the batched product of differences (faster below ~64)
+
+
+def _angle_cosines(e: Tensor, eps: float = 1e-12) -> Tensor:
     e = e - e.mean(dim=0, keepdim=True)
-    n = e.shape[0]
+    n, dim = e.shape
+    off = 1.0 - torch.eye(n, dtype=e.dtype, device=e.device)
+    inv = off / pairwise_distances(e, eps).clamp_min(math.sqrt(eps))  # 0 on the diagonal
+    if dim <= _BMM_MAX_DIM:
+        u = (e[None, :, :] - e[:, None, :]) * inv[:, :, None]  # u[j, i] = (e_i - e_j) / ||e_i - e_j||
+        return torch.bmm(u, u.transpose(1, 2))
     g = e @ e.t()
-    diag = g.diagonal()
-    # <e_i - e_j, e_k - e_j> = G_ik - G_ij - G_jk + G_jj, indexed [j, i, k]
-    dots = g[None, :, :] - g[:, :, None] - g[:, None, :] + diag[:, None, None]
-    d = pairwise_distances(e)
-    eye = torch.eye(n, dtype=torch.bool, device=e.device)
-    valid = ~eye[:, :, None] & ~eye[:, None, :]
-    cos = dots / (d[:, :, None] * d[:, None, :]).clamp_min(eps)
-    return cos, valid
+    r = g - 0.5 * g.diagonal()[:, None]
+    return (g[None, :, :] - r[:, :, None] - r[:, None, :]) * (inv[:, :, None] * inv[:, None, :])
 
 
 def rkd_angle(s: Tensor, t: Tensor) -> Tensor:
-    """``mean_{(i,j,k): i != j, k != j} huber( cos_s[j,i,k], cos_t[j,i,k] )``."""
-    cs, valid = angle_cosines(s)
-    ct, _ = angle_cosines(t)
-    return F.smooth_l1_loss(cs[valid], ct[valid])
+    """``mean_{(i,j,k): i != j, k != j} huber( cos_s[j,i,k], cos_t[j,i,k] )``: the invalid triplets are 0 on
+    both sides, so a sum over all ``N^3`` divided by the ``N (N - 1)^2`` valid ones (no boolean gather)."""
+    n = s.shape[0]
+    cs, ct = _angle_cosines(s), _angle_cosines(t)
+    return F.smooth_l1_loss(cs, ct, reduction="sum") / (n * (n - 1) ** 2)
 
 
 _RKD_PAPER = "Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR 2019, arXiv:1904.05068)"
@@ -419,7 +437,15 @@ class CRD(RelationTerm):
         return r + (r >= index[:, None]).long()
 
     def _scores(self, v: Tensor, memory: Tensor, contrast: Tensor, log_z: Tensor) -> Tensor:
-        logits = torch.bmm(memory[contrast], v[:, :, None]).squeeze(2) / self.temperature
+        if self.num_train <= 4 * contrast.shape[1]:
+            # every sample against the whole bank, then the K + 1 chosen scores: a (N, num_train) matrix
+            # product instead of gathering N (K + 1) bank rows (N x 1025 x 128 floats per side by default);
+            # the bank is copied (num_train rows, fewer than the gathered ones) because the backward pass
+            # needs it and the update below writes into it
+            scores = (v @ memory.t().clone()).gather(1, contrast)
+        else:  # a bank much larger than K: gather the rows
+            scores = torch.bmm(memory[contrast], v[:, :, None]).squeeze(2)
+        logits = scores / self.temperature
         if torch.isnan(log_z):
             with torch.no_grad():
                 log_z.fill_(
