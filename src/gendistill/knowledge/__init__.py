@@ -80,7 +80,11 @@ def build_objective(spec: str | list[dict[str, Any]], **preset_options: Any) -> 
         spec = preset_terms(spec, **preset_options)
     if not spec:
         raise ConfigError("objective is empty; give a preset name or a list of terms")
-    return Objective([build_term(s) for s in spec])
+    terms = [build_term(s) for s in spec]
+    try:
+        return Objective(terms)
+    except ValueError as e:
+        raise ConfigError(f"config error: objective: {e}") from None
 
 
 __all__ = [

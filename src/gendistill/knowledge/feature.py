@@ -256,6 +256,22 @@ class SpatialPairTerm(KnowledgeTerm):
         return total
 
 
+def check_procedure(term: str, procedure: str, stage1_epochs: int | None) -> None:
+    if procedure not in ("two_stage", "joint"):
+        raise ValueError(f"{term} procedure must be 'two_stage' or 'joint', got {procedure!r}")
+    if stage1_epochs is not None and (
+        isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int) or stage1_epochs < 1
+    ):
+        raise ValueError(f"stage1_epochs must be a positive integer or null, got {stage1_epochs!r}")
+
+
+def first_stage(stage1_epochs: int | None, epochs: int) -> int:
+    """Epochs of stage 1: ``stage1_epochs`` if given, else ``max(1, round(epochs / 9))`` (RepDistiller's 30
+    initialisation epochs before 240), and always at least one epoch short of the run."""
+    k = stage1_epochs if stage1_epochs is not None else max(1, round(epochs / 9))
+    return max(0, min(k, epochs - 1))
+
+
 # --------------------------------------------------------------------------------------------------------
 # terms
 
@@ -282,20 +298,27 @@ class FitNet(KnowledgeTerm):
     with the convolution's kernel instead.
 
     Training stages: the paper first trains the student up to the guided layer on this loss alone (stage
-    1), then the whole student with KD (stage 2). Used in an objective, the hint is one-stage (added for
-    the whole run, as RepDistiller's "FitNet" baseline); the scheme ``fitnet_stages`` runs the paper's two
-    stages in one generation.
+    1), then the whole student with KD (stage 2). ``procedure: two_stage`` runs those two stages within one
+    generation: the first ``stage1_epochs`` epochs on the hint alone (the layers above the guided one get no
+    gradient from it), then the rest of the objective (e.g. ``ce`` + ``kd``) without it; one optimizer and
+    learning-rate schedule span both stages. The default, ``procedure: joint``, adds the hint for the whole
+    run, as RepDistiller's "FitNet" baseline (the figure most papers compare with) does.
 
     Args:
         layers: the student and teacher layer (one name, or ``{student: ..., teacher: ...}``).
         regressor: ``conv_bn_relu`` (default, RepDistiller's ConvReg), ``conv`` (1x1 conv only) or
             ``false`` (identity). ``true`` means the default.
+        procedure: ``joint`` (default) or ``two_stage`` (the paper's hint pre-training, then the rest).
+        stage1_epochs: epochs of stage 1 (default: ``max(1, round(epochs / 9))``).
     """
 
     name = "fitnet"
 
-    def __init__(self, layers: Any = None, regressor: bool | str = "conv_bn_relu"):
+    def __init__(self, layers: Any = None, regressor: bool | str = "conv_bn_relu", procedure: str = "joint",
+                 stage1_epochs: int | None = None):
         super().__init__()
+        check_procedure(self.name, procedure, stage1_epochs)
+        self.procedure, self._stage1 = procedure, stage1_epochs
         ((s, t),) = layer_pairs(layers, term=self.name, multi=False)
         self.student_layers, self.teacher_layers = (s,), (t,)
         if regressor is True:
@@ -303,6 +326,9 @@ class FitNet(KnowledgeTerm):
         if regressor not in ("conv_bn_relu", "conv", False):
             raise ValueError(f"fitnet regressor must be 'conv_bn_relu', 'conv' or false, got {regressor!r}")
         self.regressor = HintRegressor(regressor) if regressor else None
+
+    def stage1_epochs(self, epochs: int) -> int:
+        return first_stage(self._stage1, epochs) if self.procedure == "two_stage" else 0
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
@@ -393,12 +419,25 @@ class FSP(KnowledgeTerm):
             ``(l1, l2), (l2, l3), ...`` (each a name or ``{student: ..., teacher: ...}``).
         adapter: ``"auto"`` (default) adapts only the layers whose channel counts differ, ``true`` every
             layer, ``false`` none (then unequal channels are an error, as in the paper).
+        procedure: ``two_stage`` (default, the paper's and RepDistiller's procedure) or ``joint``.
+        stage1_epochs: epochs of stage 1 (default: ``max(1, round(epochs / 9))``, RepDistiller's 30 of 270).
+
+    Procedure: the paper (and RepDistiller's ``init`` stage) trains the student on the FSP loss alone first,
+    then trains it for the task *without* FSP. That is the default here, ``procedure: two_stage``: the first
+    ``stage1_epochs`` epochs train on this term alone, the remaining ones on the objective's other terms
+    (``ce``, and ``kd`` if given) alone; one optimizer and schedule span both stages (RepDistiller restarts
+    the optimizer between them). ``procedure: joint`` adds FSP to the objective for the whole run (the
+    default before issue 13). The staging needs a scheme that forwards epochs to the objective (``offline``,
+    the default, does).
     """
 
     name = "fsp"
 
-    def __init__(self, layers: Any = None, adapter: bool | str = "auto"):
+    def __init__(self, layers: Any = None, adapter: bool | str = "auto", procedure: str = "two_stage",
+                 stage1_epochs: int | None = None):
         super().__init__()
+        check_procedure(self.name, procedure, stage1_epochs)
+        self.procedure, self._stage1 = procedure, stage1_epochs
         if layers is not None and not isinstance(layers, (list, tuple)):
             raise ValueError("fsp needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
         if adapter not in ("auto", True, False):
@@ -410,6 +449,9 @@ class FSP(KnowledgeTerm):
         # one lazy 1x1 conv per layer of the chain; "auto" swaps it for Identity on the first call where the
         # channel counts already agree (before the trainer builds the optimizer)
         self.adapters = nn.ModuleList(LazyChannelMLP(depth=1) if adapter else nn.Identity() for _ in self.layers)
+
+    def stage1_epochs(self, epochs: int) -> int:
+        return first_stage(self._stage1, epochs) if self.procedure == "two_stage" else 0
 
     def _adapt(self, i: int, hs: Tensor, channels: int) -> Tensor:
         a = self.adapters[i]
