@@ -187,3 +187,70 @@ def test_mpl_moving_average_baseline():
     assert "moving_reward" in task.state_dict()
     with pytest.raises(ConfigError, match="baseline"):
         MetaPseudoLabelTask(make(), build_objective("ce"), make(), data.train.y, baseline=1.0)
+
+
+# ------------------------------------------------------------------------------------------------------- DFAD
+def test_dfad_default_alternates_five_student_steps_per_generator_step_on_l1():
+    from gendistill.teachers import FrozenTeacher
+
+    torch.manual_seed(0)
+    data = load_dataset("synthetic", num_classes=3, dim=8, num_train=32, num_test=16, seed=0)
+    make = lambda: build_model({"name": "mlp", "width": 8}, 3, data.input_shape)  # noqa: E731
+    task = build_task("dfad", student=make(), objective=build_objective("ce"), data=data, teacher=FrozenTeacher(make()),
+                      gen=1)
+    assert task.disagreement == "l1" and task.bn_weight == 0.0 and not task._hooks
+    assert "generator" not in dict(task.named_children())  # not in the trainer's optimizer
+    assert isinstance(task.generator_opt, torch.optim.Adam)
+    task.train()
+    b = Batch(torch.zeros(8, 8), torch.zeros(8, dtype=torch.long))
+    changed = []
+    for _ in range(11):
+        before = [p.clone() for p in task.generator.parameters()]
+        out = task(b)
+        out["loss"].backward()  # the trainer's student step (its gradient only)
+        assert all(p.grad is None for p in task.generator.parameters())
+        task.student.zero_grad()
+        changed.append(any(not torch.equal(p, q) for p, q in zip(before, task.generator.parameters())))
+    assert changed == [False] * 5 + [True] + [False] * 4 + [True]
+    state = task.get_extra_state()
+    assert state["step"] == 11 and "generator" in state and "optimizer" in state
+    # the named variant: KL, the batch-norm prior and one simultaneous step (the generator in the optimizer)
+    teacher_net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    old = build_task("dfad", student=make(), objective=build_objective("ce"), data=data,
+                     teacher=FrozenTeacher(teacher_net), gen=1, variant="deepinversion_like")
+    assert old.disagreement == "kl" and old.bn_weight == 1.0 and len(old._hooks) == 1
+    assert "generator" in dict(old.named_children())
+    with pytest.raises(ConfigError, match="deepinversion_like"):
+        build_task("dfad", student=make(), objective=build_objective("ce"), data=data, teacher=FrozenTeacher(make()),
+                   gen=1, bn_weight=1.0)
+
+
+# -------------------------------------------------------------------------------------------- ensemble teachers
+def test_one_ensemble_definition_in_the_lineage_and_multi_teacher():
+    from gendistill.knowledge.response import kl_div_with_temperature
+    from gendistill.schemes.multi_teacher import MultiTeacherTask
+    from gendistill.teachers import EnsembleTeacher
+
+    torch.manual_seed(0)
+    t1, t2, student = nn.Linear(5, 4), nn.Linear(5, 4), nn.Linear(5, 4)
+    x = torch.randn(6, 5)
+    b = Batch(x, torch.zeros(6, dtype=torch.long))
+    obj = build_objective([{"term": "kd", "temperature": 4.0}])
+    task = MultiTeacherTask(student, obj, [t1, t2], rule="ensemble")
+    mean_p = (t1(x).softmax(-1) + t2(x).softmax(-1)).detach() / 2
+    ens = EnsembleTeacher([t1, t2])(x).logits  # the lineage's teacher: ensemble
+    assert torch.allclose(ens, mean_p.log(), atol=1e-6)
+    expected = kl_div_with_temperature(student(x), mean_p.log(), 4.0)
+    assert task(b)["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # rule: mean averages the terms: for KD, the gradient of KD towards mean_m softmax(z_m / T) instead
+    z = student(x).detach().requires_grad_(True)
+    mean_rule = (kl_div_with_temperature(z, t1(x).detach(), 4.0) + kl_div_with_temperature(z, t2(x).detach(), 4.0)) / 2
+    (g_mean,) = torch.autograd.grad(mean_rule, z)
+    soft_mean = (t1(x).detach().div(4).softmax(-1) + t2(x).detach().div(4).softmax(-1)) / 2
+    (g_soft,) = torch.autograd.grad(kl_div_with_temperature(z, 4 * soft_mean.log(), 4.0), z)
+    assert torch.allclose(g_mean, g_soft, atol=1e-5)
+    (g_ens,) = torch.autograd.grad(kl_div_with_temperature(z, mean_p.log(), 4.0), z)
+    assert not torch.allclose(g_mean, g_ens, atol=1e-4)  # the two definitions differ at T = 4
+    with pytest.raises(ConfigError, match="feature terms"):
+        MultiTeacherTask(Net(), build_objective([{"term": "ce"}, {"term": "at", "layers": "layer1"}]), [Net(), Net()],
+                         rule="ensemble")
