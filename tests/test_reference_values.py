@@ -12,6 +12,8 @@ dependency. Sources, by commit:
   (``mdistiller/distillers/KD.py`` kd_loss, ``DKD.py`` dkd_loss)
 * torchdistill: yoshitomo-matsubara/torchdistill @ 3e4373c45214c5c56eebac481d5bfe8b8735aa05
   (``torchdistill/losses/mid_level.py`` DISTLoss, CCKDLoss)
+* Knowledge-Distillation-Zoo: AberHu/Knowledge-Distillation-Zoo @ 65470c846c1300d555815da26999cbe2b51fc815
+  (``kd_losses/irg.py`` IRG; the IRG authors' own code is Caffe)
 * Tf-KD: yuanli2333/Teacher-free-Knowledge-Distillation @ 880a74ec5ac1d6641a14a3393df23a16f45b460a
   (``my_loss_function.py`` loss_kd_regularization, its KL part, with ``.cuda()`` dropped)
 
@@ -54,6 +56,8 @@ REF = {
     'crd_nce': 18.49435043334961,
     'tf_kd_T20_m100': 12.845685958862305,
     'tf_kd_T2_m1': 0.1286766678094864,
+    'irg_kdzoo': 1.741839051246643,
+    'irg_kdzoo_edge_only': 0.04693620279431343,
 }
 
 # Terms with no reference implementation to pin against, and why (every other registered term is pinned).
@@ -64,10 +68,12 @@ NO_REFERENCE = {
     "kd_universe": "Tang et al. 2020 analysis terms; no reference code released",
     "kd_domain": "Tang et al. 2020 analysis terms; no reference code released",
     "kd_instance": "Tang et al. 2020 analysis terms; no reference code released",
+    "graph_kd": "Lassance et al. 2020 released no code; the one public PyTorch copy found does not run "
+                "(isinstance called with one argument): hand-checked in tests/test_graph_terms.py",
 }
 
 PINNED = {"kd", "dkd", "dist", "fitnet", "at", "nst", "fsp", "vid", "rkd", "rkd_distance", "rkd_angle", "sp",
-          "pkt", "cc", "crd", "tf_kd"}
+          "pkt", "cc", "crd", "tf_kd", "irg"}
 
 
 def make_inputs() -> dict:
@@ -88,6 +94,9 @@ def make_inputs() -> dict:
         "vid_s": a(8, 3, 4, 4, positive=True), "vid_t": a(8, 5, 4, 4),
         "vid_w0": a(6, 3) * 0.5, "vid_w1": a(6, 6) * 0.5, "vid_w2": a(5, 6) * 0.5,
         "nce_logits": a(8, 17), "nce_log_z": 1.3, "nce_n": 100,
+        # IRG: maps whose later layer has twice the channels (the reference halves them), then embeddings
+        "irg_s1": a(8, 3, 6, 6), "irg_s2": a(8, 6, 3, 3), "irg_sf": a(8, 5),
+        "irg_t1": a(8, 4, 6, 6), "irg_t2": a(8, 8, 3, 3), "irg_tf": a(8, 7),
     }
 
 
@@ -227,3 +236,14 @@ def test_reference_inputs_are_what_was_pinned():
     assert INPUTS["y"].tolist() == [7, 0, 0, 2, 4, 9, 7, 1]
     assert float(INPUTS["zs"].sum()) == pytest.approx(9.331588745117188, rel=1e-6)
     assert float(INPUTS["hint_t"].sum()) == pytest.approx(504.69036865234375, rel=1e-6)
+
+
+def test_irg_equals_knowledge_distillation_zoo():
+    # KD-Zoo IRG(w_vert, w_edge, w_tran) on [fm1, fm2, feat, out]: vertex MSE on the logits, edges of the
+    # three (squared distances / max), the transformation between fm1 and fm2 (fm2's channel pairs averaged)
+    s = outs("zs", m1="irg_s1", m2="irg_s2", f="irg_sf")
+    te = outs("zt", m1="irg_t1", m2="irg_t2", f="irg_tf")
+    spec = {"term": "irg", "layers": ["m1", "m2", "f"], "transform_layers": ["m1", "m2"]}
+    close(value(spec, s, te), "irg_kdzoo", rel=1e-5)
+    close(value({**spec, "vertex_weight": 0.0, "edge_weight": 1.0, "transform_weight": 0.0}, s, te),
+          "irg_kdzoo_edge_only", rel=1e-5)
