@@ -54,7 +54,7 @@ class _AuxHead(nn.Module):
 
 
 def byot_hint(f: Tensor, target: Tensor) -> Tensor:
-    """The authors' ``feature_loss_function``: ``sum (f - t)^2 * [f > 0 or t > 0]`` over every element (the
+    """The reference code's ``feature_loss_function``: ``sum (f - t)^2 * [f > 0 or t > 0]`` over every element (the
     batch included), ``t`` detached."""
     t = target.detach().float()
     f = f.float()
@@ -65,7 +65,7 @@ class BeYourOwnTeacher(StudentTask):
     """Be Your Own Teacher (Zhang, Song, Gao, Chen, Bao & Ma 2019, arXiv:1905.08094).
 
     Auxiliary classifiers ``z_1..z_{C-1}`` sit on the student's intermediate stages (feature taps); the
-    network's own output ``z_C`` is the deepest classifier and the teacher of the others. As the authors'
+    network's own output ``z_C`` is the deepest classifier and the teacher of the others. As the reference
     code (``total_loss = (1 - a) (CE_C + sum_i CE_i) + a sum_i KD_i + lambda sum_i hint_i``):
 
     ``L = (1 - a) objective(z_C) + sum_{i<C} [ (1 - a) CE(z_i, y) + a T^2 KL(softmax(z_C/T) || softmax(z_i/T))
@@ -73,9 +73,11 @@ class BeYourOwnTeacher(StudentTask):
 
     with ``z_C`` and the deepest features ``F_C`` detached as targets; ``F_i`` is auxiliary head ``i``'s
     bottleneck output, which has ``F_C``'s shape (the hint term of the paper, summed over every element as
-    in the authors' ``feature_loss_function``). Defaults are the paper's and code's: ``a = 0.3``, ``T = 3``,
-    ``lambda = 0.03`` (``hint_weight``). ``final_weight`` overrides ``1 - a`` on the deepest classifier's
-    objective (``1`` is the form before issue 13). The authors' KD is the soft cross-entropy
+    in ``feature_loss_function``). ``a = 0.3`` and ``T = 3`` are the paper's; ``lambda = 1e-6``
+    (``hint_weight``) is the weight of the widely used PyTorch reproduction
+    (luanyunteng/pytorch-be-your-own-teacher, ``train.py``: ``--beta 1e-6``), whose hint is summed the same
+    way (the authors released no code). ``final_weight`` overrides ``1 - a`` on the deepest classifier's
+    objective (``1`` is the form before issue 13). The reference code's KD is the soft cross-entropy
     ``-sum p_C log p_i``, which differs from the KL here by the (constant) entropy of ``p_C``: the same
     gradient. The evaluated network is the student's final head (the auxiliary heads are dropped at export);
     their training accuracy is logged as ``head<i>_acc``.
@@ -83,7 +85,7 @@ class BeYourOwnTeacher(StudentTask):
 
     def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, num_classes: int,
                  input_shape: tuple[int, ...], layers: list[str] | None = None, alpha: float = 0.3,
-                 temperature: float = 3.0, hint_weight: float = 0.03, final_weight: float | None = None,
+                 temperature: float = 3.0, hint_weight: float = 1e-6, final_weight: float | None = None,
                  final_layer: str | None = None):
         super().__init__()
         if objective.needs_teacher and teacher is None:
@@ -138,7 +140,7 @@ class BeYourOwnTeacher(StudentTask):
               "Networks via Self Distillation (arXiv:1905.08094)",
         summary="auxiliary heads on intermediate stages learn from the deepest head")
 def byot(ctx: SchemeContext, layers: list[str] | None = None, alpha: float = 0.3,
-         temperature: float = 3.0, hint_weight: float = 0.03, final_weight: float | None = None,
+         temperature: float = 3.0, hint_weight: float = 1e-6, final_weight: float | None = None,
          final_layer: str | None = None) -> BeYourOwnTeacher:
     """BYOT: auxiliary heads on ``layers`` (default: every ``layer*`` child but the last), weight ``alpha``
     of their KL to the deepest head at ``temperature``, ``hint_weight`` of their feature hint to the deepest
