@@ -51,7 +51,7 @@ EXAMPLES = ROOT / "examples" / "schemes"
 
 # In the order of docs/schemes.md.
 SCHEMES = ["dml", "one", "byot", "pskd", "tf_kd", "multi_teacher", "takd", "rco", "ke", "akd", "dfad",
-           "dfad_deepinversion_like", "noisy_student", "mpl"]
+           "dfad_deepinversion_like", "noisy_student", "mpl", "meta_distil"]
 
 # baseline run -> (example it is derived from, --set overrides)
 BASELINES: dict[str, tuple[str, list[str]]] = {
@@ -66,6 +66,8 @@ BASELINES: dict[str, tuple[str, list[str]]] = {
     # a pool of 4: generation 3 (the width-8 student, same init and data order) is trained from labels too
     "base-multi_teacher-labels": ("multi_teacher", ["name=multi_teacher-labels-mnist1d", "scheme.pool=4"]),
     "base-dfad-random": ("dfad", ["name=dfad-random-mnist1d", "scheme.adversarial=false"]),
+    "base-kd-meta_distil": ("meta_distil", ["name=kd-meta_distil-mnist1d", "scheme={name: offline}",
+                                            "objective=[{term: ce, weight: 0.5}, {term: kd, weight: 0.5, temperature: 2.0}]"]),
     "base-dfad-deepinversion_like-random": ("dfad_deepinversion_like",
                                             ["name=dfad-deepinversion_like-random-mnist1d", "scheme.adversarial=false"]),
 }
@@ -111,6 +113,8 @@ ROWS = [
         "KL + BN prior, simultaneous step, vs its untrained generator; teacher w32 {teacher}", "teacher", (0,)),
     Row("noisy_student", "noisy_student", "noisy_student", 0, DIGITS, "gen 2 vs gen 0 (136 labels only)", "teacher"),
     Row("mpl", "mpl", "mpl", 0, DIGITS, "gen 1 vs gen 0 (136 labels only)", "teacher"),
+    Row("meta_distil", "meta_distil", "base-kd-meta_distil", None, MNIST1D,
+        "KD from a meta-learned teacher (w32 {teacher}) vs KD from the frozen teacher", "teacher", (0,)),
 ]
 
 # The rows that share a baseline run must agree with it on everything but the scheme / objective.

@@ -28,7 +28,8 @@ from gendistill.schemes.evolution import evolve, fit_masks
 from gendistill.schemes.pseudo_label import labeled_mask
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "schemes"
-SCHEME_NAMES = ["akd", "byot", "dfad", "dml", "ke", "mpl", "multi_teacher", "noisy_student", "one", "pskd", "rco", "takd"]
+SCHEME_NAMES = ["akd", "byot", "dfad", "dml", "ke", "meta_distil", "mpl", "multi_teacher", "noisy_student", "one", "pskd",
+                "rco", "takd"]
 
 
 def cnn(width):
