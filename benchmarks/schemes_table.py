@@ -191,7 +191,7 @@ def _config(out: Path, run: str) -> dict:
 def build_table(out: Path, rows: list[Row]) -> tuple[str, list[dict]]:
     """The Markdown table and, per row, the figures behind it (for the notes and the report)."""
     lines = ["| scheme | data (train / test) | evaluated model (arch) | what is compared (baseline) "
-             "| test acc % (3 seeds) | baseline test acc % | Δ paired, pp (p) | agree(teacher) % (scheme / baseline) "
+             "| test acc % (mean ± std over seeds) | baseline test acc % | Δ paired, pp (p) | agree(teacher) % (scheme / baseline) "
              "| wall s / seed (scheme / baseline) |",
              "|---|---|---|---|---|---|---|---|---|"]
     facts: list[dict] = []
