@@ -117,6 +117,6 @@ def domain_for(data: Any) -> Domain:
     return DOMAINS.create(name)
 
 
-from . import classification  # noqa: E402,F401  (registers the built-in domain)
+from . import classification, sequence  # noqa: E402,F401  (register the built-in domains)
 
 __all__ = ["Domain", "domain_for"]
