@@ -259,3 +259,54 @@ def test_cli_runs_a_sequence_example(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "empty" in bad.stderr
     assert not (tmp_path / "bad").exists()
     assert PAD == 0
+
+
+def test_bam_loss_with_teacher_annealing_equals_a_hand_computation():
+    from gendistill.knowledge import build_objective
+    from gendistill.schemes.bam import BAMTask
+
+    class Fixed(torch.nn.Module):  # a "student" whose logits are given
+        src_len, tgt_len = 0, 1
+
+        def __init__(self, logits):
+            super().__init__()
+            self.z = torch.nn.Parameter(logits)
+
+        def forward(self, x):
+            return self.z.expand(len(x), -1, -1)
+
+        def start(self, src, use_cache=True):  # pragma: no cover - not decoded here
+            raise NotImplementedError
+
+        step = start
+
+    q = [0.2, 0.3, 0.5]
+    p = [0.6, 0.3, 0.1]
+    student = Fixed(torch.tensor([[list(map(ln, q))]]))
+    teacher = FrozenTeacher(Fixed(torch.tensor([[list(map(ln, p))]])))
+    task = BAMTask(student, build_objective([{"term": "token_ce"}]), [teacher], None, anneal=True)
+    batch = Batch(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[2]]), torch.tensor([0]))
+    for epoch, gold in ((1, 0.0), (3, 0.5), (5, 1.0)):  # gold weight 0 -> 1 over 5 epochs
+        task.on_epoch_start(epoch, 5)
+        want = -sum((gold * (v == 2) + (1 - gold) * p[v]) * ln(q[v]) for v in range(3))
+        assert task(batch)["loss"].item() == pytest.approx(want, abs=1e-5)
+
+
+def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
+    tasks = "reverse,sort,add"
+    paths = []
+    for t in tasks.split(","):
+        one = load_dataset("seq_multi", tasks=tasks, only=t, num_train=64, num_test=8)
+        _lineage(generations=0, train={"epochs": 1, "batch_size": 32, "fidelity_samples": 0}).fit(one, out=tmp_path / t)
+        paths.append(str(tmp_path / t / "gen0/model.safetensors"))
+    data = load_dataset("seq_multi", tasks=tasks, num_train=64, num_test=8)
+    assert data.groups.tolist() == [0] * 64 + [1] * 64 + [2] * 64 and one.num_classes == data.num_classes
+    result = _lineage(scheme={"name": "bam", "teachers": paths}, objective=[{"term": "token_ce"}],
+                      train={"epochs": 2, "batch_size": 32, "fidelity_samples": 0}).fit(data, out=tmp_path / "bam")
+    history = rundir.read_history(rundir.gen_dir(tmp_path / "bam", 1))
+    assert [round(h["train_gold_weight"], 3) for h in history] == [0.0, 1.0] and result.generations[1]["test_nll"] > 0
+    with pytest.raises(ConfigError, match="does not exist"):
+        _lineage(scheme={"name": "bam", "teachers": ["nowhere.safetensors"]})
+    with pytest.raises(ConfigError, match="one teacher per task"):
+        _lineage(scheme={"name": "bam", "teachers": paths[:2]}, objective=[{"term": "token_ce"}],
+                 train={"epochs": 1, "batch_size": 32, "fidelity_samples": 0}).fit(data)

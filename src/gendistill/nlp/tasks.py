@@ -55,6 +55,8 @@ class SequenceBundle(DatasetBundle):
     tokenizer: Tokenizer | None = None
     accepts: Callable[[str, str], bool] | None = None
     cache_topk: int = 0
+    groups: torch.Tensor | None = None  # per training item: which task it belongs to (multi-task data)
+    group_names: tuple[str, ...] = ()
 
     @property
     def src_len(self) -> int:
@@ -89,11 +91,12 @@ def encode_pairs(pairs: list[Pair], tok: Tokenizer, src_len: int, tgt_len: int) 
 
 def make_bundle(name: str, train: list[Pair], test: list[Pair], level: str = "char",
                 accepts: Callable[[str, str], bool] | None = None, cache_topk: int = 0,
-                src_len: int | None = None, tgt_len: int | None = None) -> SequenceBundle:
-    """A :class:`SequenceBundle` from ``(source, target)`` text pairs (lengths fitted to the data unless given)."""
+                src_len: int | None = None, tgt_len: int | None = None, vocab: list[Pair] | None = None) -> SequenceBundle:
+    """A :class:`SequenceBundle` from ``(source, target)`` text pairs (lengths fitted to the data unless given;
+    the vocabulary from ``vocab``'s pairs when given, else from the data)."""
     if not train or not test:
         raise DataError(f"task {name!r} is empty (train {len(train)}, test {len(test)} items)")
-    every = train + test
+    every = vocab if vocab is not None else train + test
     tok = Tokenizer.from_texts([s for s, _ in every] + [t for _, t in every], level)
     S = src_len if src_len is not None else max(len(tok.split(s)) for s, _ in every)
     T = tgt_len if tgt_len is not None else max(len(tok.split(t)) for _, t in every) + 1
@@ -206,3 +209,43 @@ def pcfg_sentence(r: random.Random, symbol: str = "S") -> list[str]:
 def pcfg_lm(num_train: int = 3000, num_test: int = 256, seed: int = 0, cache_topk: int = 0) -> SequenceBundle:
     train, test = _split(lambda r: ("", " ".join(pcfg_sentence(r))), num_train, num_test, seed)
     return make_bundle("pcfg_lm", train, test, level="word", cache_topk=cache_topk, src_len=0)
+
+
+MULTI_TASKS: dict[str, tuple[str, Callable[[random.Random], Pair]]] = {
+    "reverse": ("R", lambda r: (lambda s: (s, s[::-1]))("".join(r.choice("0123456789") for _ in range(r.randint(3, 7))))),
+    "sort": ("S", lambda r: (lambda s: (s, "".join(sorted(s))))("".join(r.choice("abcdefgh") for _ in range(r.randint(3, 7))))),
+    "add": ("A", lambda r: (lambda a, b: (f"{a}+{b}", str(a + b)))(r.randrange(1000), r.randrange(1000))),
+}
+
+
+@DATASETS.register("seq_multi", summary="sequences: several tasks in one (reverse, sort, add; a task marker opens "
+                   "each source), for multi-task students (BAM)")
+def seq_multi(tasks: str = "reverse,sort,add", only: str | None = None, num_train: int = 1000, num_test: int = 128,
+              seed: int = 0, cache_topk: int = 0) -> SequenceBundle:
+    """``num_train`` / ``num_test`` items per task. ``only`` keeps one task's items with the *same* vocabulary and
+    lengths as the whole mixture, so a single-task teacher trained on it fits a multi-task student."""
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in names if t not in MULTI_TASKS]
+    if unknown or not names:
+        raise DataError(f"unknown task {unknown[0] if unknown else tasks!r} in seq_multi; choose from "
+                        f"{', '.join(MULTI_TASKS)}")
+    if only is not None and only not in names:
+        raise DataError(f"seq_multi only={only!r} is not one of its tasks ({', '.join(names)})")
+    _check(num_train, num_test)
+    train, test, groups = [], [], []
+    for g, t in enumerate(names):
+        mark, gen = MULTI_TASKS[t]
+        tr, te = _split(gen, num_train, num_test, seed * 100 + g)
+        train += [(mark + s, y) for s, y in tr]
+        test += [(mark + s, y) for s, y in te]
+        groups += [g] * len(tr)
+    every = train + test
+    keep = (lambda items, g0: items) if only is None else (
+        lambda items, per: items[names.index(only) * per : (names.index(only) + 1) * per])
+    S, T = max(len(s) for s, _ in every), max(len(t) for _, t in every) + 1
+    bundle = make_bundle("seq_multi" if only is None else f"seq_multi[{only}]", keep(train, num_train),
+                         keep(test, num_test), vocab=every, src_len=S, tgt_len=T, cache_topk=cache_topk)
+    gid = torch.tensor(groups)
+    bundle.groups = gid if only is None else torch.full((num_train,), names.index(only))
+    bundle.group_names = tuple(names)
+    return bundle
