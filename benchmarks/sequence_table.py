@@ -74,7 +74,7 @@ def main() -> None:
         teacher_out, teacher_speed = greedy(teacher, src), tokens_per_s(teacher, src)
         rows.setdefault("teacher", []).append({**t.generations[0], "seq_agree": 1.0, "speedup": 1.0})
 
-        def record(name: str, model, gen: dict) -> None:
+        def record(name: str, model, gen: dict, teacher_out=teacher_out, teacher_speed=teacher_speed) -> None:
             agree = float((greedy(model, src) == teacher_out).all(1).float().mean())
             rows.setdefault(name, []).append({**gen, "seq_agree": agree,
                                               "speedup": tokens_per_s(model, src) / teacher_speed})

@@ -310,3 +310,15 @@ def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
     with pytest.raises(ConfigError, match="one teacher per task"):
         _lineage(scheme={"name": "bam", "teachers": paths[:2]}, objective=[{"term": "token_ce"}],
                  train={"epochs": 1, "batch_size": 32, "fidelity_samples": 0}).fit(data)
+
+
+def test_bleu_equals_sacrebleu_over_the_same_tokens():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    import random
+
+    r = random.Random(0)
+    refs = ["".join(r.choice("abcde") for _ in range(r.randint(3, 9))) for _ in range(100)]
+    hyps = ["".join(c if r.random() < 0.8 else "x" for c in s) for s in refs]
+    ours = bleu([list(h) for h in hyps], [list(x) for x in refs])
+    theirs = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], [[" ".join(x) for x in refs]], tokenize="none").score
+    assert ours == pytest.approx(theirs, abs=1e-6)

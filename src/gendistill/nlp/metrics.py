@@ -6,8 +6,8 @@ Predictions (:meth:`SequenceDomain.predict`) are teacher-forced logits ``(N, T, 
 positions that carry no label, so every figure here is taken over real positions only.
 
 BLEU: corpus BLEU-4 on the task's tokens (Papineni et al. 2002; brevity penalty; add-one smoothing of the
-n-gram precisions for sentence BLEU, Lin & Och 2004). With ``sacrebleu`` installed, ``bleu`` and ``chrf`` are
-sacrebleu's on the detokenised text instead.
+n-gram precisions for sentence BLEU, Lin & Och 2004). With ``sacrebleu`` installed (``pip install
+gendistill[nlp]``), ``bleu`` is sacrebleu's corpus BLEU over the same tokens and ``chrf`` is added.
 """
 
 from __future__ import annotations
@@ -83,4 +83,6 @@ def text_scores(hyps: list[str], refs: list[str], tokenize) -> dict[str, float]:
         import sacrebleu  # optional extra
     except ImportError:
         return {"bleu": bleu([tokenize(h) for h in hyps], [tokenize(r) for r in refs])}
-    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score}
+    joined = lambda texts: [" ".join(tokenize(t)) for t in texts]  # noqa: E731  (BLEU over the task's tokens)
+    return {"bleu": sacrebleu.corpus_bleu(joined(hyps), [joined(refs)], tokenize="none").score,
+            "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score}
