@@ -322,3 +322,34 @@ def test_bleu_equals_sacrebleu_over_the_same_tokens():
     ours = bleu([list(h) for h in hyps], [list(x) for x in refs])
     theirs = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], [[" ".join(x) for x in refs]], tokenize="none").score
     assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def _gpt2(vocab, width=32, layers=1):
+    return {"model_type": "gpt2", "n_layer": layers, "n_embd": width, "n_head": 2, "n_positions": 32, "vocab_size": vocab}
+
+
+def test_hugging_face_causal_lms_decode_with_their_cache_and_distil_through_the_lineage(tmp_path):
+    pytest.importorskip("transformers")
+    from gendistill.nlp.hf import HFCausalLM
+
+    data = load_dataset("seq_reverse", num_train=256, num_test=16, min_len=2, max_len=3)
+    llama = {"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 32,
+             "vocab_size": data.num_classes}
+    src = data.test.x[:8, : data.src_len]
+    for cfg in (_gpt2(data.num_classes), llama):
+        torch.manual_seed(0)
+        m = HFCausalLM(data.num_classes, data.input_shape, config=cfg).eval()
+        assert torch.equal(greedy(m, src), greedy(m, src, use_cache=False))
+        assert torch.equal(beam_search(m, src, 3)[0], beam_search(m, src, 3, use_cache=False)[0])
+    with pytest.raises(ConfigError, match="vocabulary"):
+        HFCausalLM(data.num_classes, data.input_shape, config=_gpt2(data.num_classes + 1))
+    teacher = {"name": "hf_causal_lm", "config": _gpt2(data.num_classes, width=64, layers=2)}
+    result = _lineage(student={"name": "hf_causal_lm", "config": _gpt2(data.num_classes)}, archs={0: teacher},
+                      train={"epochs": 6, "batch_size": 32, "lr": 0.01, "fidelity_samples": 16}).fit(
+        data, out=tmp_path / "hf")
+    g0, g1 = result.generations
+    assert g0["params"] > g1["params"] and g0["test_token_acc"] > 0.5, g0
+    assert g1["teacher_outputs"].startswith("cached teacher"), g1
+    history = rundir.read_history(rundir.gen_dir(tmp_path / "hf", 1))  # the student moves toward its teacher
+    assert history[-1]["holdout_kl"] < 0.7 * history[0]["holdout_kl"] and g1["agreement_teacher"] > 0.4, history

@@ -206,6 +206,9 @@ def reorder(state: Any, index: Tensor) -> Any:
     """Select rows ``index`` of every tensor in a decoding state (beam search)."""
     if isinstance(state, Tensor):
         return state.index_select(0, index)
+    if hasattr(state, "reorder_cache"):  # a Hugging Face key/value cache object
+        state.reorder_cache(index)
+        return state
     if isinstance(state, dict):
         return {k: reorder(v, index) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
