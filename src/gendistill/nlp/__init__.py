@@ -4,6 +4,7 @@ decoding, token-level distillation losses, the top-k teacher cache and sequence 
 :mod:`gendistill.schemes`. See docs/sequence.md."""
 
 from . import hf, losses, models, tasks  # noqa: F401  (register terms, models and datasets; hf imports
+
 #                                         transformers only when an hf_causal_lm is built)
 from .tokenizer import BOS, EOS, PAD, Tokenizer
 
