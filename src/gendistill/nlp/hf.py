@@ -50,6 +50,7 @@ class HFCausalLM(nn.Module):
             kind = cfg.pop("model_type", None)
             if kind is None:
                 raise ConfigError("hf_causal_lm config needs a model_type (gpt2, llama ...)")
+            cfg.setdefault("vocab_size", num_classes)  # random weights: the task's vocabulary unless given
             cfg.setdefault("bos_token_id", BOS)
             cfg.setdefault("eos_token_id", EOS)
             cfg.setdefault("pad_token_id", PAD)
