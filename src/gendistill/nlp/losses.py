@@ -6,9 +6,10 @@ either full logits ``(N, T, V)`` or a top-k cache entry (``logits`` = the teache
 *coarsened* to ``k + 1`` buckets -- the k cached tokens and the rest -- and the divergence is the exact
 divergence between the coarsened distributions (temperature, when not 1, is applied to the buckets).
 
-Positions are flattened and processed ``chunk`` at a time under activation checkpointing, so the
-``(positions, V)`` intermediates (softmaxes, differences) of only one chunk are alive at any time, in the
-forward and in the backward pass; the result equals the unchunked loss (tests check it).
+Positions are flattened and processed ``chunk`` at a time; each chunk's gradient is taken in the forward pass and
+written into one buffer the size of the student's logits, so the ``(positions, V)`` intermediates (softmaxes,
+differences, their gradients) of only one chunk are alive at any time; the value and the gradient equal the
+plain computation's (tests check both).
 
 Divergences per position, with p = teacher, q = student (both at temperature T):
 
@@ -34,7 +35,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from ..knowledge.base import Batch, KnowledgeTerm, Outputs
 from ..registry import METHODS
@@ -82,23 +82,52 @@ def _rows(s: Tensor, t: Tensor, idx: Tensor | None, T: float, div: Divergence) -
     return div(s_b, t_b)
 
 
+class _ChunkedDivergence(torch.autograd.Function):
+    """Sum over real rows of ``div``, computed ``chunk`` rows at a time; the gradient of each chunk is taken in
+    the forward pass and written into one ``(rows, V)`` buffer, so no full-size intermediate (softmaxes,
+    differences, their gradients) ever exists -- only the student's own gradient."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, t: Tensor, index: Tensor | None, real: Tensor, temperature: float, div: Divergence,
+                chunk: int) -> Tensor:
+        grad = torch.zeros_like(s, dtype=torch.float32) if ctx.needs_input_grad[0] else None
+        total = torch.zeros((), dtype=torch.float32, device=s.device)
+        for i in range(0, s.shape[0], chunk):
+            m = real[i : i + chunk]
+            if not bool(m.any()):
+                continue
+            rows_s, rows_t = s[i : i + chunk][m], t[i : i + chunk][m]
+            rows_i = None if index is None else index[i : i + chunk][m]
+            if grad is None:
+                total += _rows(rows_s, rows_t, rows_i, temperature, div).sum()
+                continue
+            with torch.enable_grad():
+                x = rows_s.detach().requires_grad_()
+                value = _rows(x, rows_t, rows_i, temperature, div).sum()
+                (g,) = torch.autograd.grad(value, x)
+            grad[i : i + chunk][m] = g.float()
+            total += value.detach()
+        ctx.save_for_backward(grad if grad is not None else torch.empty(0))
+        ctx.dtype = s.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out).to(ctx.dtype), None, None, None, None, None, None
+
+
 def chunked_divergence(student: Tensor, teacher: Tensor, real: Tensor, div: Divergence, *, temperature: float = 1.0,
                        index: Tensor | None = None, chunk: int = 1024) -> Tensor:
     """Mean over real positions of ``div`` between student and teacher token distributions, ``chunk``
-    positions at a time (checkpointed when gradients flow, so memory stays bounded)."""
-    s, t = student[real], teacher[real]
-    idx = index[real] if index is not None else None
-    if s.shape[0] == 0:
+    positions at a time: memory beyond the student's gradient is one chunk's, in the forward and backward pass."""
+    v = student.shape[-1]
+    s, t, r = student.reshape(-1, v), teacher.detach().reshape(-1, teacher.shape[-1]), real.reshape(-1)
+    idx = None if index is None else index.reshape(-1, index.shape[-1])
+    n = int(r.sum())
+    if n == 0:
         return student.sum() * 0.0
-    total = s.new_zeros((), dtype=torch.float32)
-    for i in range(0, s.shape[0], chunk):
-        part = (s[i : i + chunk], t[i : i + chunk].detach(), None if idx is None else idx[i : i + chunk])
-        fn = lambda a, b, c: _rows(a, b, c, temperature, div).sum()  # noqa: E731
-        if torch.is_grad_enabled() and s.requires_grad and s.shape[0] > chunk:
-            total = total + checkpoint(fn, *part, use_reentrant=False)
-        else:
-            total = total + fn(*part)
-    return total / s.shape[0]
+    return _ChunkedDivergence.apply(s, t, idx, r, temperature, div, chunk) / n
 
 
 class _TokenDivergence(KnowledgeTerm):
