@@ -251,6 +251,16 @@ def test_on_policy_mixes_student_samples(tmp_path):
     assert result.generations[1]["test_valid"] >= 0
 
 
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("examples/sequence").rglob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_sequence_example_configs_validate(path):
+    from gendistill.config import load_config
+    from gendistill.registry import SCHEMES
+
+    cfg = load_config(path)
+    assert cfg.data.name.startswith(("seq_", "pcfg")) and SCHEMES.get(cfg.scheme.name).factory.__doc__
+
+
 def test_cli_runs_a_sequence_example(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gendistill", "run", "examples/sequence/translit-seq-interp.yaml",
                         "--out", str(tmp_path / "run"), "--set", "train.epochs=1", "--set", "data.num_train=64",

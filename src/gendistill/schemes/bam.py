@@ -110,6 +110,7 @@ def _check(train, generations: int, teachers: list[str] | None = None, anneal: b
         summary="multi-task student from single-task teachers with teacher annealing (gold weight 0 -> 1)",
         cacheable=True, check=_check)
 def bam(ctx: SchemeContext, teachers: list[str] | None = None, anneal: bool = True) -> BAMTask:
+    """BAM (Clark et al. 2019): single-task teachers (files) or the previous generation, teacher annealing."""
     groups = getattr(ctx.data, "groups", None)
     if not teachers:
         if ctx.teacher is None:

@@ -70,4 +70,5 @@ class OnPolicyTask(StudentTask):
         "arXiv:2306.13649); Gu et al. 2024 (MiniLLM)",
         summary="on-policy distillation: a fraction lam of batches use student samples scored by the teacher")
 def on_policy(ctx: SchemeContext, lam: float = 0.5, temperature: float = 1.0) -> OnPolicyTask:
+    """On-policy distillation (GKD): a fraction ``lam`` of batches on student samples scored by the teacher."""
     return OnPolicyTask(ctx.student, ctx.objective, ctx.teacher, lam, temperature)

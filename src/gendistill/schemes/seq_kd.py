@@ -83,10 +83,13 @@ class SequenceKDTask(StudentTask):
 @scheme("seq_kd", kind="sequence", paper="Kim & Rush 2016, Sequence-Level Knowledge Distillation (arXiv:1606.07947)",
         summary="sequence-level KD: the student learns the teacher's beam-search outputs (decoded once)")
 def seq_kd(ctx: SchemeContext, beam: int = 4) -> SequenceKDTask:
+    """Sequence-level KD (Kim & Rush 2016): targets = the teacher's best beam-``beam`` hypothesis per source."""
     return SequenceKDTask(ctx.student, ctx.objective, ctx.teacher, ctx.data, beam, closest_to_reference=False)
 
 
 @scheme("seq_interp", kind="sequence", paper="Kim & Rush 2016, Sequence-Level Knowledge Distillation (arXiv:1606.07947)",
         summary="sequence-level interpolation: the teacher's beam candidate closest to the reference by sentence BLEU")
 def seq_interp(ctx: SchemeContext, beam: int = 4) -> SequenceKDTask:
+    """Sequence-level interpolation (Kim & Rush 2016): targets = the beam candidate closest to the reference
+    by sentence BLEU."""
     return SequenceKDTask(ctx.student, ctx.objective, ctx.teacher, ctx.data, beam, closest_to_reference=True)
