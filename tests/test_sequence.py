@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ from gendistill.nlp.models import DecoderLM, EncoderDecoder
 from gendistill.teachers import FrozenTeacher
 
 ln = math.log
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _one_position(student_probs, teacher_probs):
@@ -251,8 +253,7 @@ def test_on_policy_mixes_student_samples(tmp_path):
     assert result.generations[1]["test_valid"] >= 0
 
 
-@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("examples/sequence").rglob("*.yaml")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "examples/sequence").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_sequence_example_configs_validate(path):
     from gendistill.config import load_config
     from gendistill.registry import SCHEMES
@@ -262,12 +263,12 @@ def test_sequence_example_configs_validate(path):
 
 
 def test_cli_runs_a_sequence_example(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "gendistill", "run", "examples/sequence/translit-seq-interp.yaml",
+    r = subprocess.run([sys.executable, "-m", "gendistill", "run", str(ROOT / "examples/sequence/translit-seq-interp.yaml"),
                         "--out", str(tmp_path / "run"), "--set", "train.epochs=1", "--set", "data.num_train=64",
                         "--set", "data.num_test=16", "--progress", "off"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "valid" in r.stdout and "beam_bleu" in r.stdout and "gen1" in r.stdout
-    bad = subprocess.run([sys.executable, "-m", "gendistill", "run", "examples/sequence/translit-seq-kd.yaml",
+    bad = subprocess.run([sys.executable, "-m", "gendistill", "run", str(ROOT / "examples/sequence/translit-seq-kd.yaml"),
                           "--out", str(tmp_path / "bad"), "--set", "data.num_train=0"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "empty" in bad.stderr
     assert not (tmp_path / "bad").exists()
