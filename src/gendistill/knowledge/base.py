@@ -92,6 +92,7 @@ class Objective(nn.Module):
                 k += 1
             names.append(name)
         self.names = names
+        self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
 
     @property
     def needs_teacher(self) -> bool:
@@ -117,6 +118,8 @@ class Objective(nn.Module):
                 raise RuntimeError(f"term {name!r} needs a teacher but none was given")
             value = term(student, teacher, batch)
             parts[name] = value
+            if term.needs_teacher and self.teacher_scale != 1.0:
+                w = w * self.teacher_scale
             if w != 0.0:
                 total = w * value if total is None else total + w * value
         if total is None:
@@ -125,3 +128,10 @@ class Objective(nn.Module):
 
     def describe(self) -> str:
         return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
+
+
+def set_teacher_scale(module: nn.Module, scale: float) -> None:
+    """Scale the teacher terms of every :class:`Objective` inside ``module`` (DKD's linear warm-up)."""
+    for m in module.modules():
+        if isinstance(m, Objective):
+            m.teacher_scale = float(scale)
