@@ -53,9 +53,9 @@ def test_teacher_scale_weights_only_teacher_terms():
 
 
 def test_trainer_ramps_the_teacher_terms_per_epoch_and_defaults_leave_them_alone():
+    from gendistill.data import Split
     from gendistill.domains.classification import batches
     from gendistill.engine.task import DistillTask
-    from gendistill.data import Split
     from gendistill.teachers import FrozenTeacher
 
     seen = []
