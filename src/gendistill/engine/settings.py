@@ -48,6 +48,10 @@ class TrainConfig(_Strict):
     cache_mmap_mb: float = Field(512.0, gt=0, description="memory-map caches larger than this into the run directory")
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="input augmentations, e.g. [{name: shift, max_shift: 3}, {name: noise, std: 0.05}]")
+    view_cache_dir: str | None = Field(None, description=(
+        "with train.augment [crop_flip] alone: keep the exhaustive teacher view cache (above cache_mmap_mb) in this "
+        "folder, keyed by the teacher's weights, so later runs from the same teacher reuse it; null = the "
+        "generation's folder, removed when it ends"))
     augment_views: int = Field(
         8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
     compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
