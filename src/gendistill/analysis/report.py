@@ -30,6 +30,8 @@ from .. import rundir
 from ..errors import GendistillError
 from ..io import atomic_write_text
 from . import stats as stats_module
+from .compression import HEADERS as COMPRESSION_HEADERS
+from .compression import compression_rows
 from .plots import (
     ensemble_label,
     gen_label,
@@ -396,6 +398,11 @@ def build_report(run: RunData, plot_dir: Path) -> list[Block]:
         ("h2", "Results per generation"),
         _headline(summary),
     ]
+    comp = compression_rows(summary)
+    if comp:
+        blocks += [("h2", "Compression"), ("p", "Parameters, multiply-accumulates of one input (torch's FLOP "
+                   "counter / 2), checkpoint size and, when measured (train.speed_figures), inference latency and "
+                   "throughput; ratios to generation 0."), ("table", COMPRESSION_HEADERS, comp)]
     paired = _paired(summary)
     if paired:
         blocks += [("h2", "Compared with generation 0"), *paired]

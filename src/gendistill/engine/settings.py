@@ -54,6 +54,9 @@ class TrainConfig(_Strict):
         "generation's folder, removed when it ends"))
     augment_views: int = Field(
         8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
+    speed_figures: bool = Field(False, description=(
+        "measure each generation's inference latency (batch 1) and throughput (batch 256) on the training device "
+        "into its record; params, MACs and checkpoint size are always recorded"))
     compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
 
