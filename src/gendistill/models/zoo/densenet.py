@@ -77,7 +77,8 @@ def _register(depth: int, growth: int) -> None:
         return DenseNetBC(depth, growth, num_classes, image_shape(name, input_shape))
 
     factory.__name__ = name
-    MODELS.register(name, summary=f"DenseNet-BC-{depth}-{growth} (Born-Again Networks, Furlanello et al. 2018)",
+    paper = "Huang et al. 2017" if (depth, growth) == (100, 12) else "the Born-Again Networks teacher, Furlanello et al. 2018"
+    MODELS.register(name, summary=f"DenseNet-BC-{depth}-{growth} ({paper})",
                     **IMAGE)(factory)
 
 

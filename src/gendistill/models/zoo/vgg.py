@@ -62,8 +62,9 @@ def _register(name: str) -> None:
         return VGG(CONFIGS[name], num_classes, image_shape(name, input_shape))
 
     factory.__name__ = name
-    depth = sum(len(b) for b in CONFIGS[name]) + 1
-    MODELS.register(name, summary=f"VGG-{depth} with batch norm for CIFAR (RepDistiller)", **IMAGE)(factory)
+    convs = sum(len(b) for b in CONFIGS[name])
+    MODELS.register(name, summary=f"{name} with batch norm for CIFAR: {convs} convs + 1 linear (RepDistiller's, FC "
+                    "layers removed)", **IMAGE)(factory)
 
 
 for _n in CONFIGS:

@@ -65,7 +65,7 @@ def _register(depth: int, widen: int) -> None:
         return WideResNet(depth, widen, num_classes, image_shape(name, input_shape), dropout)
 
     factory.__name__ = name
-    MODELS.register(name, summary=f"Wide ResNet-{depth}-{widen} (Zagoruyko & Komodakis 2016; RepDistiller)",
+    MODELS.register(name, summary=f"Wide ResNet-{depth}-{widen} (Zagoruyko & Komodakis 2016; RepDistiller's block)",
                     **IMAGE)(factory)
 
 
