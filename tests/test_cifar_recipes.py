@@ -48,7 +48,7 @@ def test_recipe_loads_with_the_published_schedule(recipe):
 
 def _run(recipe, folder, tmp_path):
     overrides = [f"data.root={folder}", "train.epochs=2", "train.batch_size=4", "train.device=cpu",
-                 "train.fidelity_samples=0", "train.speed_figures=false", "train.kd_warmup_epochs=0"]
+                 "train.fidelity_samples=0", "train.speed_figures=false", "train.kd_warmup_epochs=0", "train.lr=0.01"]
     if recipe.stem.startswith("ban"):
         overrides += ["generations.count=2", "model.name=densenet_bc_100_12"]
     if recipe.stem.startswith("crd"):
