@@ -29,7 +29,7 @@ def test_model_figures_with_checkpoint_and_speed(tmp_path):
     save_model(model, tmp_path / "m.safetensors", {})
     fig = model_figures(model, (3, 4), checkpoint=tmp_path / "m.safetensors", speed=True, throughput_batch=8)
     assert fig["params"] == 39 and fig["macs"] == 36
-    assert fig["checkpoint_mb"] == (tmp_path / "m.safetensors").stat().st_size / 2**20
+    assert fig["checkpoint_bytes"] == (tmp_path / "m.safetensors").stat().st_size
     assert fig["latency_ms"] > 0 and fig["throughput"] > 0 and fig["speed_device"] == "cpu"
     assert count_macs(nn.Embedding(5, 2), (3,)) is None  # float zeros are not token ids: None, not an error
 
@@ -38,7 +38,7 @@ def test_compression_table_ratios_to_gen0():
     summary = {"generations": [
         {"gen": 0, "arch": "resnet32x4", "params": 7_433_860, "macs": 1_000_000, "throughput": 100.0},
         {"gen": 1, "arch": "resnet8x4", "params": 1_233_540, "macs": 250_000, "throughput": 400.0,
-         "checkpoint_mb": 4.7, "latency_ms": 1.25},
+         "checkpoint_bytes": int(4.7 * 2**20), "latency_ms": 1.25},
     ]}
     rows = compression_rows(summary)
     assert rows[1][:4] == ["gen1", "resnet8x4", "1.234M", "0.25M"]
@@ -56,7 +56,7 @@ def test_lineage_records_compression_figures(tmp_path):
     res = gd.Lineage(student="mlp", generations=1, train={"epochs": 1, "device": "cpu", "speed_figures": True},
                      progress="off").fit(data, out=tmp_path / "run")
     for g in res.generations:
-        assert g["macs"] > 0 and g["checkpoint_mb"] > 0 and g["throughput"] > 0
+        assert g["macs"] > 0 and g["checkpoint_bytes"] > 0 and g["throughput"] > 0
     from gendistill import rundir
     from gendistill.analysis.report import write_report
 

@@ -5,7 +5,7 @@
   (``torch.utils.flop_counter.FlopCounterMode``: matmuls and convolutions, 2 FLOPs per MAC), so
   ``macs = flops / 2``; ops it does not count (element-wise, pooling, batch norm) are left out, as in the
   tables of the KD papers;
-* ``checkpoint_mb``: the size of the generation's ``model.safetensors`` in MiB;
+* ``checkpoint_bytes``: the size of the generation's ``model.safetensors`` file;
 * ``latency_ms``: median wall time of one forward pass at batch 1 (eval mode, no grad), after warm-up;
 * ``throughput``: inputs per second at batch ``throughput_batch`` (eval mode, no grad), median of the runs.
 
@@ -75,12 +75,12 @@ def measure_speed(model: nn.Module, input_shape: tuple[int, ...], *, throughput_
 def model_figures(model: nn.Module, input_shape: tuple[int, ...], *, checkpoint: str | Path | None = None,
                   speed: bool = False, device: torch.device | str | None = None,
                   throughput_batch: int = 256) -> dict[str, Any]:
-    """``params``, ``macs``, ``checkpoint_mb`` (when the file exists) and, with ``speed``, the speed figures
+    """``params``, ``macs``, ``checkpoint_bytes`` (when the file exists) and, with ``speed``, the speed figures
     (measured on ``device``: a copy of the model is moved there)."""
     fig: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()),
                            "macs": count_macs(model, tuple(input_shape))}
     if checkpoint is not None and Path(checkpoint).exists():
-        fig["checkpoint_mb"] = Path(checkpoint).stat().st_size / 2**20
+        fig["checkpoint_bytes"] = Path(checkpoint).stat().st_size
     if speed:
         import copy
 

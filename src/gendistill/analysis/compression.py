@@ -32,9 +32,10 @@ def compression_rows(summary: dict[str, Any]) -> list[list[str]]:
     ref = gens[0]
     rows = []
     for g in gens:
-        macs = _value(g.get("macs"))
+        macs, ckpt = _value(g.get("macs")), _value(g.get("checkpoint_bytes"))
         rows.append([f"gen{g['gen']}", str(g.get("arch", "")), f"{_value(g['params']) / 1e6:.3f}M",
-                     "-" if macs is None else f"{macs / 1e6:.2f}M" if macs >= 1e5 else f"{macs / 1e3:.1f}K", _num(g.get("checkpoint_mb"), ".2f"),
+                     "-" if macs is None else f"{macs / 1e6:.2f}M" if macs >= 1e5 else f"{macs / 1e3:.1f}K",
+                     "-" if ckpt is None else f"{ckpt / 2**20:.2f}",
                      _num(g.get("latency_ms"), ".2f"), _num(g.get("throughput"), ",.0f"),
                      _ratio(g.get("params"), ref.get("params")), _ratio(g.get("macs"), ref.get("macs")),
                      _ratio(g.get("throughput"), ref.get("throughput"))])
