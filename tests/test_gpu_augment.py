@@ -145,3 +145,14 @@ def test_crop_flip_on_non_images_is_a_config_error():
     with pytest.raises(ConfigError, match="crop_flip needs an in-memory image split"):
         gd.Lineage(student="mlp", generations=0, train={"epochs": 1, "device": "cpu",
                                                          "augment": ["crop_flip"]}, progress="off").fit(data)
+
+
+def test_imagefolder_images_take_the_device_path_as_uint8(image_folder):
+    data = load_dataset("imagefolder", root=str(image_folder), size=8)
+    assert data.train.pixels is not None
+    loader = DeviceImageLoader(data.train.x, data.train.y, batch_size=4, seed=0, device="cpu",
+                               pixels=data.train.pixels, padding=2)
+    assert loader.images.dtype == torch.uint8
+    centre = int(view_index(torch.tensor([[2, 2]]), torch.tensor([False]), 2))
+    torch.testing.assert_close(loader.inputs(centre, 0, len(data.train)), data.train.x, atol=1e-5, rtol=0)
+    assert sum(len(b[0]) for b in loader) == len(data.train)
