@@ -88,3 +88,21 @@ def test_list_models_shows_the_zoo_with_parameter_counts():
     line = next(row for row in out.splitlines() if row.startswith("resnet32x4 "))
     assert "7.43M" in line
     assert "wrn_40_2" in out and "densenet_bc_112_33" in out
+
+
+def test_timm_model_by_name_with_local_weights(tmp_path):
+    pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    model = create_model("timm", 10, (3, 32, 32), arch="resnet18")
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    again = create_model("timm", 10, (3, 32, 32), arch="resnet18", weights=str(path))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_torchvision_model_by_name():
+    pytest.importorskip("torchvision")
+    model = create_model("torchvision", 10, (3, 32, 32), arch="resnet18")
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
