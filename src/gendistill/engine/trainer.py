@@ -25,7 +25,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from .. import rundir
 from ..errors import ConfigError, NonFiniteLossError
-from ..knowledge.base import Batch
+from ..knowledge.base import Batch, set_teacher_scale
 from . import distributed
 from .checkpoint import load_state, read_safetensors, save_model, save_state
 from .evaluate import select_device
@@ -84,6 +84,9 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
             return 0.5 * (1 + math.cos(math.pi * t))
         if cfg.schedule == "step":
             return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+        if cfg.schedule == "multistep":  # decayed once per milestone epoch already completed
+            done = step // steps_per_epoch
+            return cfg.gamma ** sum(done >= m for m in cfg.milestones)
         return 1.0
 
     return f
@@ -91,7 +94,8 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -273,6 +277,8 @@ class Trainer:
         t0 = time.perf_counter()
         bar.start(epoch)
         run.task.on_epoch_start(epoch, self.cfg.epochs)
+        if self.cfg.kd_warmup_epochs:
+            set_teacher_scale(run.task, min(epoch / self.cfg.kd_warmup_epochs, 1.0))
         run.task.train()
         sums = _EpochSums(self.device)
         lr = run.optimizer.param_groups[0]["lr"]

@@ -123,6 +123,7 @@ class Objective(nn.Module):
             return w
         staged = term.procedure == "two_stage"
         return w if staged == (self.stage == 1) else 0.0
+        self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
 
     @property
     def needs_teacher(self) -> bool:
@@ -149,6 +150,8 @@ class Objective(nn.Module):
             w = self._weight(term, w)
             value = term(student, teacher, batch)
             parts[name] = value
+            if term.needs_teacher and self.teacher_scale != 1.0:
+                w = w * self.teacher_scale
             if w != 0.0:
                 weighted = value if w == 1.0 else w * value  # 1.0 * x == x exactly: one op less each way
                 total = weighted if total is None else total + weighted
@@ -158,3 +161,10 @@ class Objective(nn.Module):
 
     def describe(self) -> str:
         return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
+
+
+def set_teacher_scale(module: nn.Module, scale: float) -> None:
+    """Scale the teacher terms of every :class:`Objective` inside ``module`` (DKD's linear warm-up)."""
+    for m in module.modules():
+        if isinstance(m, Objective):
+            m.teacher_scale = float(scale)
