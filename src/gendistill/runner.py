@@ -102,7 +102,9 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     # data first: a missing or malformed dataset must not leave a half-started run directory behind
     data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)
     # and every generation's model must take the data (one dummy batch) before the run directory is made
-    lineage_from_config(config, config.seeds[0], progress).check(data, config.generations.gen0_checkpoint)
+    # a bundle may bring its own generation 0 (the rl domain's trained or loaded teacher)
+    teacher = config.generations.gen0_checkpoint or getattr(data, "teacher", None)
+    lineage_from_config(config, config.seeds[0], progress).check(data, teacher)
     prepare_run_dir(config, root, resume)
     results = []
     summaries = []
@@ -110,7 +112,7 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     for seed in config.seeds:
         seed_dir = rundir.seed_dir(root, seed) if multi else root
         lineage = lineage_from_config(config, seed, progress)
-        result = lineage.fit(data, teacher=config.generations.gen0_checkpoint, out=seed_dir, resume=resume)
+        result = lineage.fit(data, teacher=teacher, out=seed_dir, resume=resume)
         summary = {"seed": seed, **result.to_dict()}
         if multi:
             rundir.write_summary(seed_dir, summary)

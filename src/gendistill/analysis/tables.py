@@ -15,6 +15,13 @@ COLUMNS = [
     ("kl_teacher", "KL(t||s)", 4),
     ("agreement_gen0", "agree(gen0)", 4),
     ("kl_gen0", "KL(g0||s)", 4),
+    # the rl domain (columns no row has are not shown)
+    ("test_return", "return", 1),
+    ("test_return_ci95", "±CI95", 1),
+    ("test_agreement_student_states", "agree(s-states)", 4),
+    ("test_kl_student_states", "KL(s-states)", 4),
+    ("params", "params", 0),
+    ("test_inference_us", "µs/state", 1),
 ]
 
 
@@ -39,15 +46,17 @@ def lineage_table(summary: dict[str, Any], title: str | None = None, width: int 
     table.add_column("model", no_wrap=True)
     table.add_column("arch", no_wrap=True)
     table.add_column("teacher", no_wrap=True)
-    for _, head, _ in COLUMNS:
+    rows = summary.get("generations", []) + summary.get("ensembles", [])
+    columns = [c for c in COLUMNS if c[0].startswith(("agreement", "kl_")) or any(c[0] in r for r in rows)]
+    for _, head, _ in columns:
         table.add_column(head, justify="right", no_wrap=True)
     for g in summary.get("generations", []):
         table.add_row(f"gen{g['gen']}", str(g.get("arch", "")), str(g.get("teacher") or "labels"),
-                      *[fmt(g.get(k), d) for k, _, d in COLUMNS])
+                      *[fmt(g.get(k), d) for k, _, d in columns])
     for e in summary.get("ensembles", []):
         members = e["members"]
         name = f"ens(gen{members[0]}..gen{members[-1]})"
-        table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in COLUMNS])
+        table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in columns])
     console = Console(width=width, record=True, file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     console.print(table)
     text = console.export_text()
