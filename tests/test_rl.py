@@ -160,3 +160,20 @@ def test_bad_input_is_a_one_line_config_error(teacher_file, tmp_path):
         gym_states(env="CartPole-v1", teacher={"path": str(three), "width": 2, "depth": 1})
     with pytest.raises(ConfigError, match="unknown teacher option"):
         gym_states(env="CartPole-v1", teacher={"algo": "dqn", "stepz": 3})
+
+
+def test_multitask_student_learns_two_environments(teacher_file):
+    from gendistill.models.mlp import MLP
+    from gendistill.rl.multitask import MultiTaskPolicy, distill_multitask
+
+    torch.manual_seed(0)
+    acrobot = MLP(6, 3, width=8, depth=1).eval()  # an arbitrary fixed policy: only agreement is asked of it
+    res = distill_multitask(["CartPole-v1", "Acrobot-v1"], [linear_teacher(), acrobot], states=1000, width=32,
+                            train={"epochs": 6, "batch_size": 32, "lr": 0.01}, eval_episodes=2)
+    cart, acro = res["tasks"]
+    assert cart["env"] == "CartPole-v1" and cart["agreement"] > 0.75 and acro["agreement"] > 0.85, [(t["agreement"], t["student_return"]) for t in res["tasks"]]
+    assert cart["teacher_return"] == 500.0 and cart["student_return"] >= 400
+    out = MultiTaskPolicy([4, 6], [2, 3], width=8)(torch.zeros(5, 6), task=1)
+    assert out.shape == (5, 3)
+    with pytest.raises(ConfigError, match="has 3 actions but CartPole-v1 has 2"):
+        distill_multitask(["CartPole-v1"], [acrobot.__class__(4, 3, 8, 1)])

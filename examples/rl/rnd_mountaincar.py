@@ -37,17 +37,17 @@ class Successes(BaseCallback):
         return True
 
 
-def run(seed: int, steps: int, rnd: bool) -> dict:
+def run(seed: int, steps: int, rnd: bool, int_coef: float = 1.0, ext_coef: float = 2.0) -> dict:
     torch.set_num_threads(1)
     env = make_vec_env("MountainCar-v0", n_envs=4, seed=seed)
     if rnd:
-        env = RNDVecEnv(env, int_coef=1.0, ext_coef=2.0, seed=seed)
+        env = RNDVecEnv(env, int_coef=int_coef, ext_coef=ext_coef, seed=seed)
     agent = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, n_steps=256, batch_size=256, n_epochs=4,
                 gamma=0.99, gae_lambda=0.95, ent_coef=0.0, learning_rate=3e-4)
     cb = Successes()
     t0 = time.perf_counter()
     agent.learn(total_timesteps=steps, callback=cb)
-    return {"seed": seed, "rnd": rnd, "steps": steps, "success": cb.first is not None, "first_success": cb.first,
+    return {"seed": seed, "rnd": rnd, "int_coef": int_coef if rnd else 0.0, "ext_coef": ext_coef if rnd else 1.0, "steps": steps, "success": cb.first is not None, "first_success": cb.first,
             "successful_episodes": cb.count, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -57,11 +57,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["ppo", "rnd"])
     p.add_argument("--out", default=None)
+    p.add_argument("--int-coef", type=float, default=1.0)
+    p.add_argument("--ext-coef", type=float, default=2.0)
     a = p.parse_args()
     rows = []
     for seed in a.seeds:
         for v in a.variants:
-            rows.append(run(seed, a.steps, v == "rnd"))
+            rows.append(run(seed, a.steps, v == "rnd", a.int_coef, a.ext_coef))
             print(json.dumps(rows[-1]), flush=True)
     if a.out:
         with open(a.out, "w") as f:
