@@ -1,6 +1,7 @@
-"""Multi-task policy distillation (Rusu et al. 2016): the CartPole and Acrobot PPO teachers (trained or loaded
-from the teacher cache, as examples/rl/cartpole.yaml does) into one student with a shared trunk and per-task
-heads, trained by gendistill's trainer. Prints per-task returns of teacher and student, and agreement.
+"""Multi-task policy distillation (Rusu et al. 2016): the CartPole and MinAtar Breakout PPO teachers of
+examples/rl/cartpole.yaml and examples/rl/minatar-breakout.yaml (trained, or loaded from the teacher cache)
+into one student with per-task input layers and heads around a shared trunk, trained by gendistill's
+trainer. Prints per-task returns of teacher and student, and agreement on held-out teacher states.
 
     OMP_NUM_THREADS=1 python examples/rl/multitask.py --seeds 0 1 2 --out runs/rl/multitask.json
 """
@@ -15,19 +16,21 @@ import torch
 from gendistill.rl.multitask import distill_multitask
 from gendistill.rl.teachers import load_or_train, teacher_spec
 
-ENVS = ["CartPole-v1", "Acrobot-v1"]
+TEACHERS = {"CartPole-v1": {"algo": "ppo", "steps": 60_000, "width": 64, "depth": 2, "seed": 0},
+            "minatar/breakout": {"algo": "ppo", "steps": 100_000, "width": 128, "depth": 2, "seed": 0}}
+ENVS = list(TEACHERS)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--width", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--states", type=int, default=10_000)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     torch.set_num_threads(1)
-    teachers = [load_or_train(teacher_spec(env, {"algo": "ppo", "steps": 60_000}))[0] for env in ENVS]
+    teachers = [load_or_train(teacher_spec(env, TEACHERS[env]))[0] for env in ENVS]
     rows = []
     for seed in a.seeds:
         res = distill_multitask(ENVS, teachers, states=a.states, width=a.width, seed=seed, eval_episodes=10,

@@ -8,6 +8,5 @@ run rl-cp-kl-w16-dagger
 run rl-cp-kl-w16-nodagger --set data.dagger.steps=0
 run rl-cp-mse-w16-dagger --set 'objective=[{term: policy_mse}]'
 run rl-cp-nll-w16-dagger --set 'objective=[{term: policy_nll}]'
-run rl-cp-kl-w8-dagger --set model.width=8
 run rl-cp-kl-w4-dagger --set model.width=4
 run rl-cp-kl-w4-nodagger --set model.width=4 --set data.dagger.steps=0
