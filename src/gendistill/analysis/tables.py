@@ -17,6 +17,16 @@ COLUMNS = [
     ("kl_gen0", "KL(g0||s)", 4),
 ]
 
+# the rl domain's columns (shown for rows that have a return)
+RL_COLUMNS = [
+    ("test_return", "return", 1),
+    ("test_return_ci95", "±CI95", 1),
+    ("test_agreement_student_states", "agree(s-states)", 4),
+    ("test_kl_student_states", "KL(s-states)", 4),
+    ("params", "params", 0),
+    ("test_inference_us", "µs/state", 1),
+]
+
 
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -33,12 +43,16 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def columns_for(summary: dict[str, Any]) -> list[tuple[str, str, int]]:
-    """Classification's columns; for another domain (no ``test_acc``), its own ``test_<metric>`` keys first."""
+    """Classification's columns; the rl domain's return, fidelity on student-visited states, size and speed; for
+    another domain (no ``test_acc``), its own ``test_<metric>`` keys first."""
     rows = summary.get("generations", []) + summary.get("ensembles", [])
     present = lambda k: any(r.get(k) is not None for r in rows)  # noqa: E731
+    rl = [c for c in RL_COLUMNS if present(c[0])] if present("test_return") else []
     if present("test_acc"):
-        return COLUMNS
+        return COLUMNS + rl
     fixed = [c for c in COLUMNS if present(c[0])]
+    if rl:
+        return rl + fixed
     known = {k for k, _, _ in COLUMNS}
     extra = []
     for r in rows:

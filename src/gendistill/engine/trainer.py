@@ -57,6 +57,9 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # optional: ``bind(model)``, called once before training with the task's ``eval_model``, for sources whose
+    # batches depend on the model being trained (DAgger: the student's own rollouts, relabelled by a teacher)
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
@@ -231,6 +234,8 @@ class Trainer:
         if world > 1 and cfg.batch_size % world:
             raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
         task.to_device(dev, source.memory_format)
+        if hasattr(source, "bind"):  # a source that collects data with the model being trained
+            source.bind(task.eval_model)
         task.setup(num_train=source.num_samples, num_classes=num_classes)
         self._materialize(task, source)
         params = [p for p in task.parameters() if p.requires_grad]
