@@ -106,6 +106,7 @@ class Objective(nn.Module):
             names.append(name)
         self.names = names
         self.stage: int | None = None  # 1 or 2 while a two-stage term is scheduled, else None (joint)
+        self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
         staged = [t for t in self.terms if t.procedure == "two_stage"]
         if staged and len(staged) == len(self.terms):
             raise ValueError(
@@ -123,7 +124,6 @@ class Objective(nn.Module):
             return w
         staged = term.procedure == "two_stage"
         return w if staged == (self.stage == 1) else 0.0
-        self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
 
     @property
     def needs_teacher(self) -> bool:
