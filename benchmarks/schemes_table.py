@@ -20,7 +20,8 @@
    * ``base-multi_teacher-one``: the same pool, the student distils from teacher 0 alone (the row's
      baseline); ``base-multi_teacher-labels``: ``pool: 4``, so generation 3, the width-8 student with the same
      initialisation, learns from labels only (an extra row);
-   * ``base-dfad-random``: DFAD with ``adversarial: false`` (an untrained, random generator).
+   * ``base-dfad-random``: DFAD with ``adversarial: false`` (an untrained, random generator); the same for
+     ``dfad_deepinversion_like`` (``base-dfad-deepinversion_like-random``).
 
    ``ke``, ``noisy_student`` and ``mpl`` need no extra run: their last generation is compared with
    generation 0 of the same run. A run directory that already holds a ``summary.json`` is reused; one
@@ -50,7 +51,7 @@ EXAMPLES = ROOT / "examples" / "schemes"
 
 # In the order of docs/schemes.md.
 SCHEMES = ["dml", "one", "byot", "pskd", "tf_kd", "multi_teacher", "takd", "rco", "ke", "akd", "dfad",
-           "noisy_student", "mpl"]
+           "dfad_deepinversion_like", "noisy_student", "mpl", "meta_distil"]
 
 # baseline run -> (example it is derived from, --set overrides)
 BASELINES: dict[str, tuple[str, list[str]]] = {
@@ -65,6 +66,10 @@ BASELINES: dict[str, tuple[str, list[str]]] = {
     # a pool of 4: generation 3 (the width-8 student, same init and data order) is trained from labels too
     "base-multi_teacher-labels": ("multi_teacher", ["name=multi_teacher-labels-mnist1d", "scheme.pool=4"]),
     "base-dfad-random": ("dfad", ["name=dfad-random-mnist1d", "scheme.adversarial=false"]),
+    "base-kd-meta_distil": ("meta_distil", ["name=kd-meta_distil-mnist1d", "scheme={name: offline}",
+                                            "objective=[{term: ce, weight: 0.5}, {term: kd, weight: 0.5, temperature: 2.0}]"]),
+    "base-dfad-deepinversion_like-random": ("dfad_deepinversion_like",
+                                            ["name=dfad-deepinversion_like-random-mnist1d", "scheme.adversarial=false"]),
 }
 
 MNIST1D = "MNIST-1D (4000 / 1000)"
@@ -104,8 +109,12 @@ ROWS = [
         "KD + discriminator vs plain KD, teacher w32 ({teacher})", "teacher", (0,)),
     Row("dfad", "dfad", "base-dfad-random", None, MNIST1D,
         "trained vs untrained (random) generator; teacher w32 {teacher}, chance 10 %", "teacher", (0,)),
+    Row("dfad (deepinversion_like)", "dfad_deepinversion_like", "base-dfad-deepinversion_like-random", None, MNIST1D,
+        "KL + BN prior, simultaneous step, vs its untrained generator; teacher w32 {teacher}", "teacher", (0,)),
     Row("noisy_student", "noisy_student", "noisy_student", 0, DIGITS, "gen 2 vs gen 0 (136 labels only)", "teacher"),
     Row("mpl", "mpl", "mpl", 0, DIGITS, "gen 1 vs gen 0 (136 labels only)", "teacher"),
+    Row("meta_distil", "meta_distil", "base-kd-meta_distil", None, MNIST1D,
+        "KD from a meta-learned teacher (w32 {teacher}) vs KD from the frozen teacher", "teacher", (0,)),
 ]
 
 # The rows that share a baseline run must agree with it on everything but the scheme / objective.
@@ -182,7 +191,7 @@ def _config(out: Path, run: str) -> dict:
 def build_table(out: Path, rows: list[Row]) -> tuple[str, list[dict]]:
     """The Markdown table and, per row, the figures behind it (for the notes and the report)."""
     lines = ["| scheme | data (train / test) | evaluated model (arch) | what is compared (baseline) "
-             "| test acc % (3 seeds) | baseline test acc % | Δ paired, pp (p) | agree(teacher) % (scheme / baseline) "
+             "| test acc % (mean ± std over seeds) | baseline test acc % | Δ paired, pp (p) | agree(teacher) % (scheme / baseline) "
              "| wall s / seed (scheme / baseline) |",
              "|---|---|---|---|---|---|---|---|---|"]
     facts: list[dict] = []

@@ -288,13 +288,18 @@ def test_kd_instance_class_means_hand_value():
 def test_tf_kd_hand_values():
     batch = Batch(torch.zeros(1, 1), torch.tensor([0]))
     student = Outputs(torch.zeros(1, 3))
-    loss = TfKD(correct_prob=0.9, temperature=1.0)(student, None, batch)
+    loss = TfKD(correct_prob=0.9, temperature=1.0, form="paper")(student, None, batch)
     assert loss.item() == pytest.approx(kl([0.9, 0.05, 0.05], [1 / 3] * 3), rel=1e-5)
     # T = 2: virtual teacher softened as p^(1/2) renormalised, loss scaled by T^2
     r = [math.sqrt(0.9), math.sqrt(0.05), math.sqrt(0.05)]
     q = [v / sum(r) for v in r]
-    loss = TfKD(correct_prob=0.9, temperature=2.0)(student, None, batch)
+    loss = TfKD(correct_prob=0.9, temperature=2.0, form="paper")(student, None, batch)
     assert loss.item() == pytest.approx(4 * kl(q, [1 / 3] * 3), rel=1e-5)
+    # the authors' code (default): target softmax(p^d / T), student at T = 1, mean over N*C entries, x multiplier
+    e = [math.exp(0.9 / 2), math.exp(0.05 / 2), math.exp(0.05 / 2)]
+    q = [v / sum(e) for v in e]
+    loss = TfKD(correct_prob=0.9, temperature=2.0, multiplier=5.0)(student, None, batch)
+    assert loss.item() == pytest.approx(5.0 * kl(q, [1 / 3] * 3) / 3, rel=1e-5)
 
 
 def test_ablation_terms_backpropagate():

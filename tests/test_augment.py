@@ -88,7 +88,7 @@ def test_augmentation_config_errors():
     from gendistill.config import load_config
     from gendistill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown augmentation 'blur'; available: flip, mixup, noise, shift"):
+    with pytest.raises(ConfigError, match="unknown augmentation 'blur'; available: crop_flip, flip, mixup, noise, shift"):
         load_config(None, ["train.augment=[{name: blur}]"])
     with pytest.raises(ConfigError, match="noise std must be > 0"):
         load_config(None, ["train.augment=[{name: noise, std: 0}]"])

@@ -141,22 +141,44 @@ def test_fitnet_identity_with_spatial_pooling():
 def test_fitnet_regressor_hand_computation_on_1d_features():
     s = rng.normal(size=(2, 3, 5))  # (N, C, L) as from 1-D convolutions
     t = rng.normal(size=(2, 2, 5))
-    fit = term({"term": "fitnet", "layers": {"student": "a", "teacher": "b"}})
+    fit = term({"term": "fitnet", "layers": {"student": "a", "teacher": "b"}, "regressor": "conv"})
     so, to = outs([[0.0]] * 2, a=s), outs([[0.0]] * 2, b=t)
     with torch.no_grad():  # the trainer's dry run materialises the regressor
         fit(so, to, batch(2))
     W = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
     bias = np.array([0.1, -0.2])
     with torch.no_grad():
-        fit.regressor.weight0.copy_(torch.tensor(W))
-        fit.regressor.bias0.copy_(torch.tensor(bias))
+        fit.regressor.conv.weight0.copy_(torch.tensor(W))
+        fit.regressor.conv.bias0.copy_(torch.tensor(bias))
     pred = np.einsum("oc,ncl->nol", W, s) + bias[None, :, None]
     assert value(fit, so, to, batch(2)) == pytest.approx(np.mean((pred - t) ** 2), rel=1e-5)
     # an identity regressor and equal features give zero
     with torch.no_grad():
-        fit.regressor.weight0.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
-        fit.regressor.bias0.zero_()
+        fit.regressor.conv.weight0.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        fit.regressor.conv.bias0.zero_()
     assert value(fit, so, outs([[0.0]] * 2, b=s[:, :2]), batch(2)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fitnet_default_regressor_is_conv_bn_relu():
+    # RepDistiller's ConvReg: relu(batchnorm(conv(h_s))), batch statistics in training mode
+    s = rng.normal(size=(4, 3, 5))
+    t = np.abs(rng.normal(size=(4, 2, 5)))
+    fit = term({"term": "fitnet", "layers": {"student": "a", "teacher": "b"}})
+    so, to = outs([[0.0]] * 4, a=s), outs([[0.0]] * 4, b=t)
+    with torch.no_grad():
+        fit(so, to, batch(4))
+    W = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
+    with torch.no_grad():
+        fit.regressor.conv.weight0.copy_(torch.tensor(W))
+        fit.regressor.conv.bias0.zero_()
+        fit.regressor.bn.running_mean.zero_()
+        fit.regressor.bn.running_var.fill_(1.0)
+    h = np.einsum("oc,ncl->nol", W, s)
+    mu, var = h.mean(axis=(0, 2), keepdims=True), h.var(axis=(0, 2), keepdims=True)
+    pred = np.maximum((h - mu) / np.sqrt(var + 1e-5), 0.0)
+    assert value(fit, so, to, batch(4)) == pytest.approx(np.mean((pred - t) ** 2), rel=1e-5)
+    with pytest.raises(ConfigError, match="regressor"):
+        term({"term": "fitnet", "layers": "a", "regressor": "mlp"})
 
 
 def test_at_closed_form_and_multilayer():
@@ -268,7 +290,7 @@ def _identity_vid(vid: VID, channels: int) -> None:
     with torch.no_grad():
         for k in range(3):
             getattr(vid.mean, f"weight{k}").copy_(torch.eye(channels))
-            getattr(vid.mean, f"bias{k}").zero_()
+            assert getattr(vid.mean, f"bias{k}") is None  # bias-free, as the reference code
 
 
 def test_vid_hand_computation_and_minimum():
@@ -317,8 +339,11 @@ def test_rkd_distance_closed_form():
     mt = (2 + math.sqrt(2)) / 3
     dt = np.array([1, 1, math.sqrt(2)]) / mt
     expected = huber(ds - dt).mean()
-    got = value(term({"term": "rkd_distance"}), outs(S3), outs(T3), batch(3))
+    got = value(term({"term": "rkd_distance", "pairs": "distinct"}), outs(S3), outs(T3), batch(3))
     assert got == pytest.approx(expected, rel=1e-5)
+    # default (the authors' code): the 6 off-diagonal entries averaged over all 9
+    got = value(term({"term": "rkd_distance"}), outs(S3), outs(T3), batch(3))
+    assert got == pytest.approx(expected * 6 / 9, rel=1e-5)
 
 
 def _angles(e):
@@ -336,8 +361,11 @@ def _angles(e):
 def test_rkd_angle_and_combined_by_explicit_loops():
     s, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 7))
     expected_angle = huber(_angles(s) - _angles(t)).mean()
-    got = value(term({"term": "rkd_angle"}), outs(s), outs(t), batch(5))
+    got = value(term({"term": "rkd_angle", "pairs": "distinct"}), outs(s), outs(t), batch(5))
     assert got == pytest.approx(expected_angle, rel=1e-4)
+    # default (the authors' code): the 5 * 4 * 4 valid triplets averaged over all 5^3
+    got = value(term({"term": "rkd_angle"}), outs(s), outs(t), batch(5))
+    assert got == pytest.approx(expected_angle * 80 / 125, rel=1e-4)
     # closed form: the right angle of the 3-4-5 triangle has cosine 0 in both
     a = _angles(S3)
     assert a[:4] == pytest.approx(
@@ -349,14 +377,14 @@ def test_rkd_angle_and_combined_by_explicit_loops():
         return d / d.mean()
 
     expected = 2.0 * huber(dist(s) - dist(t)).mean() + 3.0 * expected_angle
-    rkd = term({"term": "rkd", "distance_weight": 2.0, "angle_weight": 3.0})
+    rkd = term({"term": "rkd", "distance_weight": 2.0, "angle_weight": 3.0, "pairs": "distinct"})
     assert value(rkd, outs(s), outs(t), batch(5)) == pytest.approx(expected, rel=1e-4)
 
 
 def test_rkd_angle_wide_embeddings_take_the_gram_path_to_the_same_value():
     # widths above relation._BMM_MAX_DIM (64) use the Gram matrix instead of the (N, N, D) differences
     s, t = rng.normal(size=(6, 70)), rng.normal(size=(6, 3))
-    expected = huber(_angles(s) - _angles(t)).mean()
+    expected = huber(_angles(s) - _angles(t)).sum() / 6**3  # pairs="all": the authors' N^3 normaliser
     assert value(term({"term": "rkd_angle"}), outs(s), outs(t), batch(6)) == pytest.approx(expected, rel=1e-4)
     cos, valid = relation.angle_cosines(torch.tensor(s))
     assert valid.sum() == 6 * 5 * 5 and (cos[~valid] == 0).all()
@@ -406,6 +434,16 @@ def test_pkt_by_explicit_loops():
     ps, pt = probs(s), probs(t)
     off = ~np.eye(4, dtype=bool)
     expected = np.sum(pt[off] * np.log(pt[off] / ps[off])) / 4
+    assert value(term({"term": "pkt", "form": "paper"}), outs(s), outs(t), batch(4)) == pytest.approx(expected, rel=1e-4)
+    # default (the authors' code): the diagonal kernel value 1 stays in, mean over all N^2 entries
+
+    def probs_code(e):
+        u = e / np.linalg.norm(e, axis=1, keepdims=True)
+        k = (1 + u @ u.T) / 2
+        return k / k.sum(axis=1, keepdims=True)
+
+    ps, pt = probs_code(s), probs_code(t)
+    expected = np.mean(pt * np.log(pt / ps))
     assert value(term({"term": "pkt"}), outs(s), outs(t), batch(4)) == pytest.approx(expected, rel=1e-4)
 
 

@@ -21,7 +21,7 @@ declare -A OBJ=(
   [kd_universe]='[{term: ce, weight: 1.0}, {term: kd_universe, weight: 1.0, temperature: 4.0}]'
   [kd_domain]='[{term: ce, weight: 1.0}, {term: kd_domain, weight: 1.0, temperature: 4.0}]'
   [kd_instance]='[{term: ce, weight: 1.0}, {term: kd_instance, weight: 1.0, temperature: 4.0}]'
-  [tf_kd]='[{term: ce, weight: 1.0}, {term: tf_kd, weight: 1.0, temperature: 4.0, correct_prob: 0.9}]'
+  [tf_kd]='[{term: ce, weight: 1.0}, {term: tf_kd, weight: 1.0, temperature: 4.0, correct_prob: 0.9, form: paper}]'
 )
 TERMS=(ce kd cwtm dkpp kd_universe kd_domain kd_instance tf_kd)
 

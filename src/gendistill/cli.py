@@ -161,6 +161,13 @@ def list_(what: Annotated[str, typer.Argument(help="methods | schemes | models |
         typer.echo("\nschemes (scheme: {name: ...}; `gendistill list schemes` gives their papers):")
         for e in SCHEMES.entries():
             typer.echo(f"  {e.name:<14} {e.meta.get('kind', ''):<13} {e.summary}")
+    elif what == "models":
+        from .models import count_parameters
+
+        typer.echo(f"{'name':<20} {'params':>8}  summary  (params: 100 classes, 3x32x32 inputs, for the image zoo)")
+        for e in reg.entries():
+            n = f"{count_parameters(e.name) / 1e6:.2f}M" if e.meta.get("zoo") else ""
+            typer.echo(f"{e.name:<20} {n:>8}  {e.summary}")
     else:
         for e in reg.entries():
             typer.echo(f"{e.name:<16} {e.summary}")

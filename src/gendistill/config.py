@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import data as _data  # noqa: F401  (registers datasets)
 from . import models as _models  # noqa: F401  (registers models)
+from . import nlp as _nlp  # noqa: F401  (registers sequence datasets, models and terms)
+from . import rl as _rl  # noqa: F401  (registers the gym dataset, the rl domain and the policy_* terms)
 from . import schemes as _schemes  # noqa: F401  (registers schemes)
 from .engine.settings import TrainConfig
 from .errors import ConfigError

@@ -142,7 +142,7 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     # data first: a missing or malformed dataset must not leave a half-started run directory behind
     data = load_dataset(config.data.name, val_fraction=config.data.val_fraction, **config.data.options)
     # and every generation's model must take the data (one dummy batch) before the run directory is made
-    lineage_from_config(config, config.seeds[0], progress).check(data, config.generations.gen0_checkpoint)
+    lineage_from_config(config, config.seeds[0], progress).check(data, gen0_teacher(config, data))
     with rundir.locked(root) if distributed.is_main() else contextlib.nullcontext(root):
         prepare_run_dir(config, root, resume, allow_change)
         multi = len(config.seeds) > 1
@@ -159,6 +159,12 @@ def run_config(config: RunConfig, out: str | Path | None = None, resume: bool = 
     return root, top, results
 
 
+def gen0_teacher(config: RunConfig, data: Any) -> Any:
+    """Generation 0 given from outside: the config's ``gen0_checkpoint``, else the one a dataset brings (the rl
+    domain's trained or loaded teacher), else None (trained from labels)."""
+    return config.generations.gen0_checkpoint or getattr(data, "teacher", None)
+
+
 def _aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     from .analysis.stats import aggregate_summaries
 
@@ -168,7 +174,7 @@ def _aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 def _fit_seed(config: RunConfig, data: Any, seed: int, seed_dir: Path, resume: bool, progress: str) -> LineageResult:
     lineage = lineage_from_config(config, seed, progress)
     try:
-        return lineage.fit(data, teacher=config.generations.gen0_checkpoint, out=seed_dir, resume=resume)
+        return lineage.fit(data, teacher=gen0_teacher(config, data), out=seed_dir, resume=resume)
     except NonFiniteLossError as e:
         raise NonFiniteLossError(
             f"{e}. Finished generations are kept: after changing the config, continue with --resume "

@@ -52,7 +52,13 @@ class FrozenTeacher:
 
 
 class EnsembleTeacher:
-    """Mean of the members' probabilities; its logits are ``log(mean_m softmax(z_m))``."""
+    """Mean of the members' probabilities; its logits are ``log(mean_m softmax(z_m))``.
+
+    gendistill's one definition of an ensemble teacher (the lineage's ``teacher: ensemble`` and
+    ``multi_teacher``'s ``rule: ensemble``): the members' probabilities are averaged at temperature 1, and
+    a term at temperature ``T`` softens that mean, ``softmax(log(mean_m p_m) / T)``. ``multi_teacher``'s
+    ``rule: mean`` is the other common definition, the mean of the softened members,
+    ``mean_m softmax(z_m / T)`` (the same at ``T = 1``)."""
 
     def __init__(self, models: Sequence[nn.Module], layers: Sequence[str] = ()):
         if not models:

@@ -29,6 +29,8 @@ from .. import rundir
 from ..errors import GendistillError
 from ..io import atomic_write_text
 from . import stats as stats_module
+from .compression import HEADERS as COMPRESSION_HEADERS
+from .compression import compression_rows
 from .document import Block, Bullets, Code, Figure, Heading, Paragraph, Table
 from .plots import (
     ensemble_label,
@@ -288,6 +290,11 @@ def build_report(run: RunData, plot_dir: Path) -> list[Block]:
         Heading("Results per generation"),
         _headline(summary),
     ]
+    comp = compression_rows(summary)
+    if comp:
+        blocks += [Heading("Compression"), Paragraph("Parameters, multiply-accumulates of one input (torch's FLOP "
+                   "counter / 2), checkpoint size and, when measured (train.speed_figures), inference latency and "
+                   "throughput; ratios to generation 0."), Table(COMPRESSION_HEADERS, comp)]
     paired = _paired(summary)
     if paired:
         blocks += [Heading("Compared with generation 0"), *paired]

@@ -17,6 +17,16 @@ COLUMNS = [
     ("kl_gen0", "KL(g0||s)", 4),
 ]
 
+# the rl domain's columns (shown for rows that have a return)
+RL_COLUMNS = [
+    ("test_return", "return", 1),
+    ("test_return_ci95", "±CI95", 1),
+    ("test_agreement_student_states", "agree(s-states)", 4),
+    ("test_kl_student_states", "KL(s-states)", 4),
+    ("params", "params", 0),
+    ("test_inference_us", "µs/state", 1),
+]
+
 
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -32,6 +42,26 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def columns_for(summary: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """Classification's columns; the rl domain's return, fidelity on student-visited states, size and speed; for
+    another domain (no ``test_acc``), its own ``test_<metric>`` keys first."""
+    rows = summary.get("generations", []) + summary.get("ensembles", [])
+    present = lambda k: any(r.get(k) is not None for r in rows)  # noqa: E731
+    rl = [c for c in RL_COLUMNS if present(c[0])] if present("test_return") else []
+    if present("test_acc"):
+        return COLUMNS + rl
+    fixed = [c for c in COLUMNS if present(c[0])]
+    if rl:
+        return rl + fixed
+    known = {k for k, _, _ in COLUMNS}
+    extra = []
+    for r in rows:
+        for k in r:
+            if k.startswith("test_") and k not in known and k not in extra and present(k):
+                extra.append(k)
+    return [(k, k.removeprefix("test_"), 4) for k in extra] + fixed
+
+
 def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 240) -> str:
     seeds = summary.get("seeds")
     title = title or ("lineage" + (f" — mean ± std over seeds {seeds}" if seeds else "") + " (test set, final epoch)")
@@ -39,15 +69,16 @@ def lineage_table(summary: dict[str, Any], title: str | None = None, width: int 
     table.add_column("model", no_wrap=True)
     table.add_column("arch", no_wrap=True)
     table.add_column("teacher", no_wrap=True)
-    for _, head, _ in COLUMNS:
+    columns = columns_for(summary)
+    for _, head, _ in columns:
         table.add_column(head, justify="right", no_wrap=True)
     for g in summary.get("generations", []):
         table.add_row(f"gen{g['gen']}", str(g.get("arch", "")), str(g.get("teacher") or "labels"),
-                      *[fmt(g.get(k), d) for k, _, d in COLUMNS])
+                      *[fmt(g.get(k), d) for k, _, d in columns])
     for e in summary.get("ensembles", []):
         members = e["members"]
         name = f"ens(gen{members[0]}..gen{members[-1]})"
-        table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in COLUMNS])
+        table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in columns])
     console = Console(width=width, record=True, file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     console.print(table)
     text = console.export_text()

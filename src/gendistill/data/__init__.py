@@ -21,6 +21,7 @@ class Split:
 
     x: Tensor
     y: Tensor
+    pixels: tuple[Tensor, Tensor] | None = None  # images: per-channel (mean, std) with x = (u / 255 - mean) / std
 
     def __len__(self) -> int:
         return len(self.y)
@@ -119,7 +120,8 @@ def _split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, 
     order = torch.randperm(len(train), generator=g)
     n_val = max(1, int(round(fraction * len(train))))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    return Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx])
+    return (Split(train.x[train_idx], train.y[train_idx], train.pixels),
+            Split(train.x[val_idx], train.y[val_idx], train.pixels))
 
 
 def load_dataset(name: str, val_fraction: float = 0.0, val_seed: int = 0, **options: Any) -> DatasetBundle:

@@ -97,6 +97,31 @@ class Flip(Augmentation):
         return torch.where(f, x.flip(-1), x)
 
 
+@AUGMENTATIONS.register("crop_flip", summary="random crop with zero padding + horizontal flip (images; on its own: "
+                        "done on the device, with the exhaustive teacher cache)")
+class CropFlip(Augmentation):
+    """torchvision's ``RandomCrop(size, padding)`` then ``RandomHorizontalFlip()``, vectorised
+    (:func:`gendistill.data.gpu_augment.crop_flip`). Given alone in ``train.augment``, batches are augmented on
+    the device from uint8 images and the teacher cache holds every one of the ``2 (2p + 1)^2`` views."""
+
+    def __init__(self, padding: int = 4, flip: bool = True):
+        if not 1 <= int(padding) <= 16:
+            raise ValueError(f"crop_flip padding must be in 1..16, got {padding}")
+        self.padding, self.flip = int(padding), bool(flip)
+
+    def sample(self, idx, x_shape, n_total, generator):
+        side = 2 * self.padding + 1
+        flips = torch.rand(len(idx), generator=generator) < 0.5 if self.flip else torch.zeros(len(idx), dtype=torch.bool)
+        return {"offsets": torch.randint(0, side, (len(idx), 2), generator=generator), "flip": flips}
+
+    def apply(self, x, params, x_full):
+        from .gpu_augment import crop_flip
+
+        if x.ndim != 4:
+            raise ValueError(f"crop_flip needs images (N, C, H, W), got inputs of shape {tuple(x.shape)}")
+        return crop_flip(x, params["offsets"], params["flip"], self.padding).contiguous()
+
+
 @AUGMENTATIONS.register("mixup", summary="mixup (Zhang et al. 2018): lam*x_i + (1-lam)*x_j, lam ~ Beta(alpha, alpha)")
 class Mixup(Augmentation):
     """Mixes each sample with a random partner from the training set. The CE term mixes labels the same way;

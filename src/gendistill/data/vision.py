@@ -48,12 +48,12 @@ def _read_batch(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     tr = torch.from_numpy(train).float() / 255.0
     te = torch.from_numpy(test).float() / 255.0
     mean = tr.mean(dim=(0, 2, 3), keepdim=True)
     std = tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (tr - mean) / std, (te - mean) / std
+    return (tr - mean) / std, (te - mean) / std, (mean.view(-1), std.view(-1))
 
 
 def _cifar(root: str, train_files: list[str], test_files: list[str], label_key: str, classes: int, name: str) -> DatasetBundle:
@@ -76,8 +76,9 @@ def _cifar(root: str, train_files: list[str], test_files: list[str], label_key: 
         return np.concatenate(xs), np.concatenate(ys)
 
     (xtr, ytr), (xte, yte) = load(train_files), load(test_files)
-    tr, te = _standardise(xtr, xte)
-    return DatasetBundle(name, Split(tr, torch.from_numpy(ytr)), Split(te, torch.from_numpy(yte)), classes, (3, 32, 32))
+    tr, te, pixels = _standardise(xtr, xte)
+    return DatasetBundle(name, Split(tr, torch.from_numpy(ytr), pixels), Split(te, torch.from_numpy(yte), pixels),
+                         classes, (3, 32, 32))
 
 
 @DATASETS.register("cifar10", summary="CIFAR-10 from a local torchvision-format folder (data.root); no download")
@@ -152,9 +153,9 @@ def imagefolder(root: str, size: int = 32, channels: int = 3, in_memory: bool = 
     if in_memory:
         xtr = np.stack([train.raw(i) for i in range(len(train))])
         xte = np.stack([test.raw(i) for i in range(len(test))])
-        tr, te = _standardise(xtr, xte)
-        return DatasetBundle("imagefolder", Split(tr, torch.tensor(train.targets)), Split(te, torch.tensor(test.targets)),
-                             len(classes), shape)
+        tr, te, pixels = _standardise(xtr, xte)
+        return DatasetBundle("imagefolder", Split(tr, torch.tensor(train.targets), pixels),
+                             Split(te, torch.tensor(test.targets), pixels), len(classes), shape)
     sample = np.stack([train.raw(i) for i in np.linspace(0, len(train) - 1, min(len(train), 2048)).astype(int)])
     x = torch.from_numpy(sample).float() / 255.0
     mean = x.mean(dim=(0, 2, 3), keepdim=True)

@@ -2,8 +2,8 @@
 
 The lineage and the trainer never ask ``if domain == ...``: everything that depends on what an item is goes
 through a :class:`Domain`. A dataset bundle names its domain (``bundle.domain``); :func:`domain_for` returns
-the registered implementation. Classification is built in (:mod:`.classification`); the sequence and policy
-domains register themselves from :mod:`gendistill.nlp` and :mod:`gendistill.rl`.
+the registered implementation. Classification (:mod:`.classification`) and sequences (:mod:`.sequence`, built
+on :mod:`gendistill.nlp`) are built in; the policy domain registers itself from :mod:`gendistill.rl`.
 
 A domain supplies, behind this one interface:
 
@@ -117,6 +117,6 @@ def domain_for(data: Any) -> Domain:
     return DOMAINS.create(name)
 
 
-from . import classification  # noqa: E402,F401  (registers the built-in domain)
+from . import classification, sequence  # noqa: E402,F401  (register the built-in domains)
 
 __all__ = ["Domain", "domain_for"]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .. import metrics as M
 from ..data import DatasetBundle, DatasetSplit, Split
 from ..data.augment import AugmentPlan, build_augmentations
+from ..data.gpu_augment import DeviceImageLoader
 from ..data.loader import DatasetLoader, TensorLoader
 from ..engine import distributed
 from ..engine.evaluate import predict_logits
@@ -29,6 +30,7 @@ from ..models import build_model, check_fits
 from ..registry import DOMAINS
 from ..similarity import cka_matrix, penultimate_features
 from ..teachers import CachedTeacher, EnsembleTeacher, FrozenTeacher
+from ..view_cache import ExhaustiveViewCache
 from . import Domain
 
 
@@ -89,6 +91,51 @@ class ClassificationBatches:
             self.plan.load_state_dict(state["augment"])
 
 
+class DeviceAugmentBatches:
+    """Training batches with crop-with-padding and flip done on the device from resident (uint8) images
+    (``train.augment: [crop_flip]`` alone; :mod:`gendistill.data.gpu_augment`). Each batch carries its view
+    indices, the key of the exhaustive teacher cache."""
+
+    def __init__(self, split: Split, train: TrainConfig, *, seed: int, device: torch.device, padding: int,
+                 flip: bool):
+        self.split = split
+        self.device = device
+        self.loader = DeviceImageLoader(
+            split.x, split.y, batch_size=train.batch_size, seed=seed, device=device, padding=padding, flip=flip,
+            pixels=split.pixels, channels_last=train.channels_last and device.type == "cuda",
+            rank=distributed.rank(), world_size=distributed.world_size())
+        self.memory_format = self.loader.memory_format
+        self.num_samples = self.loader.num_samples
+        self.plan = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for xb, yb, idx, view in self.loader:
+            yield Batch(xb, yb, idx, view)
+
+    def example(self, n: int) -> Batch:
+        x, y = self.loader.head(n)
+        return Batch(x, y, torch.arange(len(y), device=self.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader.load_state_dict(state)
+
+
+def _device_crop_flip(train: TrainConfig, data: DatasetBundle) -> dict[str, Any] | None:
+    """The crop_flip options when it is the only augmentation of an in-memory image split, else None."""
+    if len(train.augment) != 1 or train.augment[0].get("name") != "crop_flip":
+        return None
+    if not isinstance(data.train, Split) or data.train.x.ndim != 4:
+        raise ConfigError("train.augment crop_flip needs an in-memory image split (N, C, H, W)")
+    opts = {k: v for k, v in train.augment[0].items() if k != "name"}
+    return {"padding": int(opts.get("padding", 4)), "flip": bool(opts.get("flip", True))}
+
+
 def batches(split: Split | DatasetSplit, train: TrainConfig, *, seed: int = 0, device: Any = "cpu",
             augment: AugmentPlan | None = None) -> ClassificationBatches:
     """Training batches of a classification split, for running a task with the trainer by hand:
@@ -121,7 +168,10 @@ class ClassificationDomain(Domain):
 
     # ------------------------------------------------------------------------------------------ training
     def train_source(self, data: DatasetBundle, train: TrainConfig, *, seed: int, device: Any,
-                     views: int) -> ClassificationBatches:
+                     views: int) -> ClassificationBatches | DeviceAugmentBatches:
+        device_aug = _device_crop_flip(train, data)
+        if device_aug is not None:
+            return DeviceAugmentBatches(data.train, train, seed=seed, device=torch.device(device), **device_aug)
         plan = None
         if train.augment:
             if not isinstance(data.train, Split):
@@ -165,9 +215,17 @@ class ClassificationDomain(Domain):
             return FrozenTeacher(models[0], layers)
         return EnsembleTeacher(models, layers)
 
-    def cache_teacher(self, teacher: Any, source: ClassificationBatches, data: DatasetBundle, train: TrainConfig, *,
-                      layers: tuple[str, ...], train_pred: Tensor | None, path: Path | None) -> CachedTeacher | None:
+    def cache_teacher(self, teacher: Any, source: ClassificationBatches | DeviceAugmentBatches, data: DatasetBundle, train: TrainConfig, *,
+                      layers: tuple[str, ...], train_pred: Tensor | None,
+                      path: Path | None) -> CachedTeacher | ExhaustiveViewCache | None:
         dtype = torch.float16 if train.cache_dtype == "float16" else torch.float32
+        if isinstance(source, DeviceAugmentBatches):  # every crop/flip view, looked up exactly
+            if layers:
+                return None  # features of 162 views per image would not fit: the teacher runs live
+            prefix = (Path(train.view_cache_dir) / "views" if train.view_cache_dir
+                      else None if path is None else Path(f"{path}.views"))
+            return ExhaustiveViewCache.build(teacher, source.loader, prefix=prefix, mmap_mb=train.cache_mmap_mb,
+                                             dtype=dtype)
         if source.plan is not None:
             return CachedTeacher.build_views(teacher, source.plan, dtype=dtype)
         if not layers and train_pred is not None:

@@ -21,12 +21,19 @@ class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(3e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov off)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum for SGD")
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before cosine/step/constant")
+    schedule: Literal["cosine", "onecycle", "step", "multistep", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before cosine/step/multistep/constant")
     step_size: int = Field(10, ge=1, description="epochs between decays for schedule=step")
-    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for schedule=step")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for schedule=step and multistep")
+    milestones: list[int] = Field(default_factory=list, description=(
+        "schedule=multistep: the lr is multiplied by gamma after each of these epochs (RepDistiller's CIFAR "
+        "recipe: [150, 180, 210] of 240)"))
+    kd_warmup_epochs: int = Field(0, ge=0, description=(
+        "teacher-term warm-up (DKD, Zhao et al. 2022): in epoch e every knowledge term that reads a teacher is "
+        "weighted by min(e / kd_warmup_epochs, 1); 0 = off"))
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null = off")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
@@ -41,8 +48,15 @@ class TrainConfig(_Strict):
     cache_mmap_mb: float = Field(512.0, gt=0, description="memory-map caches larger than this into the run directory")
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="input augmentations, e.g. [{name: shift, max_shift: 3}, {name: noise, std: 0.05}]")
+    view_cache_dir: str | None = Field(None, description=(
+        "with train.augment [crop_flip] alone: keep the exhaustive teacher view cache (above cache_mmap_mb) in this "
+        "folder, keyed by the teacher's weights, so later runs from the same teacher reuse it; null = the "
+        "generation's folder, removed when it ends"))
     augment_views: int = Field(
         8, ge=1, description="augmented views per sample whose teacher outputs are cached once and replayed")
+    speed_figures: bool = Field(False, description=(
+        "measure each generation's inference latency (batch 1) and throughput (batch 256) on the training device "
+        "into its record; params, MACs and checkpoint size are always recorded"))
     compile: bool = Field(False, description="torch.compile the evaluated network (the student) for training; back to eager mode when its generation ends")
     channels_last: bool = Field(True, description="channels_last memory format for 4-D inputs on CUDA")
     tensorboard: bool = Field(False, description=(
@@ -72,6 +86,16 @@ class TrainConfig(_Strict):
             return check_device_name(v)
         except ConfigError:
             raise ValueError("must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps") from None
+
+    @model_validator(mode="after")
+    def _schedule_options(self) -> TrainConfig:
+        if self.schedule == "multistep":
+            if not self.milestones or sorted(set(self.milestones)) != self.milestones or self.milestones[0] < 1:
+                raise ValueError(f"schedule multistep needs train.milestones: increasing epochs >= 1, e.g. [150, 180, "
+                                 f"210]; got {self.milestones}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        return self
 
     @field_validator("teacher_cache", mode="before")
     @classmethod

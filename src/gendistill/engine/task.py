@@ -116,6 +116,9 @@ class DistillTask(StudentTask):
         self.objective = objective
         self.set_teacher(teacher)
 
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.objective.on_epoch_start(epoch, epochs)  # two-stage terms (FSP, FitNets) switch stage here
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         student = self.run_student(batch.x)
         parts = self.objective(student, self.teacher_outputs(batch), batch)

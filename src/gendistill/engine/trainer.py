@@ -25,7 +25,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from .. import rundir
 from ..errors import ConfigError, NonFiniteLossError
-from ..knowledge.base import Batch
+from ..knowledge.base import Batch, set_teacher_scale
 from . import distributed
 from .checkpoint import load_state, read_safetensors, save_model, save_state
 from .evaluate import select_device
@@ -57,6 +57,9 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # optional: ``bind(model)``, called once before training with the task's ``eval_model``, for sources whose
+    # batches depend on the model being trained (DAgger: the student's own rollouts, relabelled by a teacher)
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
@@ -84,6 +87,9 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
             return 0.5 * (1 + math.cos(math.pi * t))
         if cfg.schedule == "step":
             return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+        if cfg.schedule == "multistep":  # decayed once per milestone epoch already completed
+            done = step // steps_per_epoch
+            return cfg.gamma ** sum(done >= m for m in cfg.milestones)
         return 1.0
 
     return f
@@ -91,7 +97,8 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -227,6 +234,8 @@ class Trainer:
         if world > 1 and cfg.batch_size % world:
             raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
         task.to_device(dev, source.memory_format)
+        if hasattr(source, "bind"):  # a source that collects data with the model being trained
+            source.bind(task.eval_model)
         task.setup(num_train=source.num_samples, num_classes=num_classes)
         self._materialize(task, source)
         params = [p for p in task.parameters() if p.requires_grad]
@@ -273,6 +282,8 @@ class Trainer:
         t0 = time.perf_counter()
         bar.start(epoch)
         run.task.on_epoch_start(epoch, self.cfg.epochs)
+        if self.cfg.kd_warmup_epochs:
+            set_teacher_scale(run.task, min(epoch / self.cfg.kd_warmup_epochs, 1.0))
         run.task.train()
         sums = _EpochSums(self.device)
         lr = run.optimizer.param_groups[0]["lr"]

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..registry import METHODS
 from . import ablations as ablations  # noqa: F401  (registers ablation terms)
-from . import feature, relation, response, response_extra  # noqa: F401  (registers terms)
+from . import feature, graph, relation, response, response_extra  # noqa: F401  (registers terms)
 from .base import Batch, KnowledgeTerm, Objective, Outputs
 from .response import KD, CrossEntropy
 from .taps import FeatureTap
@@ -80,7 +80,11 @@ def build_objective(spec: str | list[dict[str, Any]], **preset_options: Any) -> 
         spec = preset_terms(spec, **preset_options)
     if not spec:
         raise ConfigError("objective is empty; give a preset name or a list of terms")
-    return Objective([build_term(s) for s in spec])
+    terms = [build_term(s) for s in spec]
+    try:
+        return Objective(terms)
+    except ValueError as e:
+        raise ConfigError(f"config error: objective: {e}") from None
 
 
 __all__ = [

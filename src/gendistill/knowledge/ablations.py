@@ -26,8 +26,6 @@ tf_kd          virtual teacher: ``a`` on the true class, ``(1-a)/(C-1)`` elsewhe
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -296,38 +294,60 @@ class TfKD(KnowledgeTerm):
     """Teacher-free KD with a manually designed virtual teacher (Tf-KD_reg, Yuan et al. 2020).
 
     The virtual teacher puts probability ``a`` (``correct_prob``) on the true class and spreads the rest
-    evenly: ``p^d(c) = a`` if ``c = y``, else ``(1 - a) / (C - 1)``. Following the paper's
-    ``L_reg = (1 - alpha) H(q, p) + alpha D_KL(p^d_T, p_T)``, this term is the KL part; combine it with
-    ``ce`` (weights ``1 - alpha`` and ``alpha``) in the objective. Both sides are softened at ``T``:
-    ``p^d_T = softmax(log p^d / T)`` (i.e. ``p^d^(1/T)`` renormalized) and ``p_T = softmax(z_s / T)``:
+    evenly: ``p^d(c) = a`` if ``c = y``, else ``(1 - a) / (C - 1)``. The paper's loss is
+    ``L_reg = (1 - alpha) H(q, p) + alpha D_KL(p^d_T, p_T)``; this term is the KL part (combine it with
+    ``ce``, weights ``1 - alpha`` and ``alpha``, in the objective). Two forms:
 
-    ``L = T^2 * (1/N) sum_i KL(p^d_T,i || p_T,i)``
+    * ``form: code`` (default), the authors' ``loss_kd_regularization`` (Teacher-free-Knowledge-Distillation,
+      ``my_loss_function.py``): the target is ``softmax(p^d / T)`` (the probabilities used as logits), the
+      student is at temperature 1, and ``nn.KLDivLoss()``'s default reduction averages over all ``N C``
+      entries, times a hand-set ``multiplier``:
 
-    The authors' code differs in two details: it softens ``softmax(p^d / T)`` (probabilities used as
-    logits) and compares to the student at temperature 1 with a hand-set ``multiplier`` instead of ``T^2``;
-    the form here is the paper's formula with the usual temperature softening. No teacher is needed.
+      ``L = multiplier * (1/(N C)) sum_{i,c} q_i(c) log( q_i(c) / softmax(z_s,i)(c) )``,  ``q = softmax(p^d / T)``
+
+      so the authors' (``multiplier``, ``T``, ``alpha``) values mean the same here (pinned against their
+      function in ``tests/test_reference_values.py``);
+    * ``form: paper``: the formula with the usual softening on both sides, ``p^d_T = softmax(log p^d / T)``
+      and ``p_T = softmax(z_s / T)``, ``L = T^2 (1/N) sum_i KL(p^d_T,i || p_T,i)`` (``multiplier`` is ignored).
+
+    ``correct_prob`` defaults to the code's 0.99. No teacher is needed.
     """
 
     name = "tf_kd"
     needs_teacher = False
 
-    def __init__(self, correct_prob: float = 0.9, temperature: float = 4.0):
+    def __init__(self, correct_prob: float = 0.99, temperature: float = 4.0, multiplier: float = 1.0,
+                 form: str = "code"):
         super().__init__()
         if not 0.0 < correct_prob <= 1.0:
             raise ValueError(f"correct_prob must be in (0, 1], got {correct_prob}")
+        if form not in ("code", "paper"):
+            raise ValueError(f"form must be 'code' (the authors' code) or 'paper', got {form!r}")
+        if not multiplier > 0:
+            raise ValueError(f"multiplier must be > 0, got {multiplier}")
         self.correct_prob = float(correct_prob)
         self.temperature = _check_temperature(temperature)
+        self.multiplier, self.form = float(multiplier), form
 
-    def virtual_target(self, y: Tensor, num_classes: int) -> Tensor:
-        """``N x C`` softened virtual-teacher distribution ``p^d_T``."""
+    def virtual_distribution(self, y: Tensor, num_classes: int) -> Tensor:
+        """``N x C`` hand-made teacher ``p^d`` (not softened)."""
         a, c = self.correct_prob, num_classes
         if c == 1:
             return torch.ones(y.shape[0], 1, device=y.device)
-        log_other = math.log((1 - a) / (c - 1)) if a < 1.0 else -math.inf
-        logits = torch.full((y.shape[0], c), log_other, device=y.device)
-        logits.scatter_(1, y[:, None], math.log(a))
-        return F.softmax(logits / self.temperature, dim=-1)
+        p = torch.full((y.shape[0], c), (1 - a) / (c - 1), device=y.device)
+        return p.scatter_(1, y[:, None], a)
+
+    def virtual_target(self, y: Tensor, num_classes: int) -> Tensor:
+        """``N x C`` softened virtual-teacher distribution (``softmax(p^d / T)`` in the code form,
+        ``softmax(log p^d / T)`` in the paper form)."""
+        p = self.virtual_distribution(y, num_classes)
+        if self.form == "code":
+            return F.softmax(p / self.temperature, dim=-1)
+        return F.softmax(torch.log(p) / self.temperature, dim=-1)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
         target = self.virtual_target(batch.y, student.logits.shape[-1])
-        return soft_target_kl(student.logits, target, self.temperature)
+        if self.form == "paper":
+            return soft_target_kl(student.logits, target, self.temperature)
+        c = student.logits.shape[-1]
+        return soft_target_kl(student.logits, target, 1.0) * (self.multiplier / c)

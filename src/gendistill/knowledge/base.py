@@ -62,6 +62,13 @@ class KnowledgeTerm(nn.Module):
     needs_teacher: bool = True
     student_layers: tuple[str, ...] = ()
     teacher_layers: tuple[str, ...] = ()
+    # "two_stage": the term alone trains the first stage1_epochs(E) epochs, and drops out after (FSP, FitNets);
+    # see Objective.on_epoch_start
+    procedure: str = "joint"
+
+    def stage1_epochs(self, epochs: int) -> int:
+        """Epochs of the first stage of a two-stage term, given the run's epochs. Default: none."""
+        return 0
 
     def setup(self, *, num_train: int, num_classes: int) -> None:
         """Called once by the trainer before training (e.g. to size a memory bank). Default: nothing."""
@@ -75,6 +82,12 @@ class Objective(nn.Module):
 
     ``forward`` returns ``{"loss": total, <term name>: unweighted value, ...}``; the trainer logs every entry.
     Two terms with the same name get suffixes ``_1``, ``_2`` in the dict.
+
+    Two-stage terms (``procedure == "two_stage"``: FSP by default, FitNets as an option) split the run: once
+    the task forwards ``on_epoch_start``, the first ``max_i stage1_epochs(E)`` epochs train on those terms
+    alone (the others are computed and logged with weight 0), and the remaining epochs on the other terms
+    alone (the two-stage terms are logged, not trained on). Without ``on_epoch_start`` (a scheme that does
+    not forward it) every term is joint.
     """
 
     def __init__(self, terms: list[tuple[KnowledgeTerm, float]]):
@@ -92,6 +105,25 @@ class Objective(nn.Module):
                 k += 1
             names.append(name)
         self.names = names
+        self.stage: int | None = None  # 1 or 2 while a two-stage term is scheduled, else None (joint)
+        self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
+        staged = [t for t in self.terms if t.procedure == "two_stage"]
+        if staged and len(staged) == len(self.terms):
+            raise ValueError(
+                f"{staged[0].name} runs two stages (procedure: two_stage): the objective needs another term "
+                "(e.g. ce) to train the second stage; or give the term procedure: joint"
+            )
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Set the stage for epoch ``epoch`` (1-based) of ``epochs`` when a term runs two stages."""
+        first = max((t.stage1_epochs(epochs) for t in self.terms if t.procedure == "two_stage"), default=0)
+        self.stage = None if first == 0 else (1 if epoch <= first else 2)
+
+    def _weight(self, term: KnowledgeTerm, w: float) -> float:
+        if self.stage is None:
+            return w
+        staged = term.procedure == "two_stage"
+        return w if staged == (self.stage == 1) else 0.0
 
     @property
     def needs_teacher(self) -> bool:
@@ -115,8 +147,11 @@ class Objective(nn.Module):
         for name, term, w in zip(self.names, self.terms, self.weights):
             if term.needs_teacher and teacher is None:
                 raise RuntimeError(f"term {name!r} needs a teacher but none was given")
+            w = self._weight(term, w)
             value = term(student, teacher, batch)
             parts[name] = value
+            if term.needs_teacher and self.teacher_scale != 1.0:
+                w = w * self.teacher_scale
             if w != 0.0:
                 weighted = value if w == 1.0 else w * value  # 1.0 * x == x exactly: one op less each way
                 total = weighted if total is None else total + weighted
@@ -126,3 +161,10 @@ class Objective(nn.Module):
 
     def describe(self) -> str:
         return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
+
+
+def set_teacher_scale(module: nn.Module, scale: float) -> None:
+    """Scale the teacher terms of every :class:`Objective` inside ``module`` (DKD's linear warm-up)."""
+    for m in module.modules():
+        if isinstance(m, Objective):
+            m.teacher_scale = float(scale)

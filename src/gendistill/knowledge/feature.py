@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ..errors import ConfigError
 from ..registry import METHODS
@@ -148,7 +148,7 @@ class LazyChannelMLP(LazyModuleMixin, nn.Module):
     attributes, so tests can set them (e.g. to the identity) after the first call.
     """
 
-    def __init__(self, depth: int = 1, hidden: int | None = None):
+    def __init__(self, depth: int = 1, hidden: int | None = None, bias: bool = True):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -158,7 +158,7 @@ class LazyChannelMLP(LazyModuleMixin, nn.Module):
         self.hidden = hidden
         for k in range(depth):
             self.register_parameter(f"weight{k}", UninitializedParameter())
-            self.register_parameter(f"bias{k}", UninitializedParameter())
+            self.register_parameter(f"bias{k}", UninitializedParameter() if bias else None)
 
     def initialize_parameters(self, x: Tensor, out_channels: int) -> None:
         if not self.has_uninitialized_params():
@@ -169,10 +169,11 @@ class LazyChannelMLP(LazyModuleMixin, nn.Module):
             for k in range(self.depth):
                 w, b = getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
                 w.materialize((dims[k + 1], dims[k]), device=x.device, dtype=torch.float32)
-                b.materialize((dims[k + 1],), device=x.device, dtype=torch.float32)
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-                bound = 1.0 / math.sqrt(dims[k])
-                nn.init.uniform_(b, -bound, bound)
+                if b is not None:
+                    b.materialize((dims[k + 1],), device=x.device, dtype=torch.float32)
+                    bound = 1.0 / math.sqrt(dims[k])
+                    nn.init.uniform_(b, -bound, bound)
 
     def forward(self, x: Tensor, out_channels: int) -> Tensor:
         h = x.float()
@@ -186,6 +187,48 @@ class LazyChannelMLP(LazyModuleMixin, nn.Module):
             if k < self.depth - 1:
                 h = F.relu(h)
         return h
+
+
+class LazyChannelBatchNorm(LazyModuleMixin, nn.Module):
+    """Batch normalisation over channel 1 of ``(N, C, *spatial)`` (any number of spatial dims), with the
+    channel count read from the first call; ``nn.BatchNorm*d``'s defaults (momentum 0.1, eps 1e-5, affine)."""
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = UninitializedParameter()
+        self.bias = UninitializedParameter()
+        self.register_buffer("running_mean", UninitializedBuffer())
+        self.register_buffer("running_var", UninitializedBuffer())
+
+    def initialize_parameters(self, x: Tensor) -> None:
+        if not self.has_uninitialized_params():
+            return
+        c = x.shape[1]
+        with torch.no_grad():
+            for t, fill in ((self.weight, 1.0), (self.bias, 0.0), (self.running_mean, 0.0), (self.running_var, 1.0)):
+                t.materialize((c,), device=x.device, dtype=torch.float32)
+                t.fill_(fill)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                            self.momentum, self.eps)
+
+
+class HintRegressor(nn.Module):
+    """FitNets' regressor ``r``: a 1x1 convolution to the teacher's channels, then (``kind="conv_bn_relu"``,
+    RepDistiller's ``ConvReg``) batch norm and ReLU, so ``r(h_s)`` lives where the teacher's post-BN, post-ReLU
+    hint does; ``kind="conv"`` is the bare 1x1 convolution."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.conv = LazyChannelMLP(depth=1)
+        self.bn = LazyChannelBatchNorm() if kind == "conv_bn_relu" else None
+
+    def forward(self, x: Tensor, out_channels: int) -> Tensor:
+        h = self.conv(x, out_channels)
+        return h if self.bn is None else F.relu(self.bn(h))
 
 
 class SpatialPairTerm(KnowledgeTerm):
@@ -213,6 +256,22 @@ class SpatialPairTerm(KnowledgeTerm):
         return total
 
 
+def check_procedure(term: str, procedure: str, stage1_epochs: int | None) -> None:
+    if procedure not in ("two_stage", "joint"):
+        raise ValueError(f"{term} procedure must be 'two_stage' or 'joint', got {procedure!r}")
+    if stage1_epochs is not None and (
+        isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int) or stage1_epochs < 1
+    ):
+        raise ValueError(f"stage1_epochs must be a positive integer or null, got {stage1_epochs!r}")
+
+
+def first_stage(stage1_epochs: int | None, epochs: int) -> int:
+    """Epochs of stage 1: ``stage1_epochs`` if given, else ``max(1, round(epochs / 9))`` (RepDistiller's 30
+    initialisation epochs before 240), and always at least one epoch short of the run."""
+    k = stage1_epochs if stage1_epochs is not None else max(1, round(epochs / 9))
+    return max(0, min(k, epochs - 1))
+
+
 # --------------------------------------------------------------------------------------------------------
 # terms
 
@@ -228,29 +287,48 @@ class FitNet(KnowledgeTerm):
 
     ``L = mean_{n,c,positions} ( r(h_s) - h_t )^2``
 
-    with ``h_s`` the student's *guided* layer, ``h_t`` the teacher's *hint* layer and ``r`` a learned 1x1
-    convolution (a linear map for ``(N, C)`` features) from the student's to the teacher's channel count.
-    The paper's ``1/2 ||.||^2`` summed over elements differs from this mean by a constant factor, absorbed in
-    the term's weight. Spatial sizes are matched by average-pooling the larger map; the paper's regressor
-    is a convolution whose kernel shrinks the map instead.
+    with ``h_s`` the student's *guided* layer, ``h_t`` the teacher's *hint* layer and ``r`` the learned
+    regressor. By default (``regressor: conv_bn_relu``) ``r`` is RepDistiller's ``ConvReg``: a convolution
+    to the teacher's channel count, batch norm and ReLU, so it matches a post-BN, post-ReLU hint (the
+    value equals RepDistiller's ``HintLoss(ConvReg(h_s), h_t)``, pinned in ``tests/test_reference_values.py``).
+    ``regressor: conv`` is a bare 1x1 convolution (a linear map for ``(N, C)`` features; gendistill's
+    earlier default), ``false`` the identity (equal channel counts needed). The paper's ``1/2 ||.||^2``
+    summed over elements differs from this mean by a constant factor, absorbed in the term's weight.
+    Spatial sizes are matched by average-pooling the larger map; ``ConvReg`` (and the paper) shrink the map
+    with the convolution's kernel instead.
 
-    Training stages: the paper first trains the student up to the guided layer on this loss alone, then
-    the whole student with KD. Here the hint is one-stage: it is added to the objective for the whole run
-    (as in most re-implementations, e.g. RepDistiller's "FitNet" baseline). A two-stage run is not a
-    2-generation lineage (each generation starts from scratch), so it is not offered.
+    Training stages: the paper first trains the student up to the guided layer on this loss alone (stage
+    1), then the whole student with KD (stage 2). ``procedure: two_stage`` runs those two stages within one
+    generation: the first ``stage1_epochs`` epochs on the hint alone (the layers above the guided one get no
+    gradient from it), then the rest of the objective (e.g. ``ce`` + ``kd``) without it; one optimizer and
+    learning-rate schedule span both stages. The default, ``procedure: joint``, adds the hint for the whole
+    run, as RepDistiller's "FitNet" baseline (the figure most papers compare with) does.
 
     Args:
         layers: the student and teacher layer (one name, or ``{student: ..., teacher: ...}``).
-        regressor: learn ``r`` (default). ``False`` uses the identity, which needs equal channel counts.
+        regressor: ``conv_bn_relu`` (default, RepDistiller's ConvReg), ``conv`` (1x1 conv only) or
+            ``false`` (identity). ``true`` means the default.
+        procedure: ``joint`` (default) or ``two_stage`` (the paper's hint pre-training, then the rest).
+        stage1_epochs: epochs of stage 1 (default: ``max(1, round(epochs / 9))``).
     """
 
     name = "fitnet"
 
-    def __init__(self, layers: Any = None, regressor: bool = True):
+    def __init__(self, layers: Any = None, regressor: bool | str = "conv_bn_relu", procedure: str = "joint",
+                 stage1_epochs: int | None = None):
         super().__init__()
+        check_procedure(self.name, procedure, stage1_epochs)
+        self.procedure, self._stage1 = procedure, stage1_epochs
         ((s, t),) = layer_pairs(layers, term=self.name, multi=False)
         self.student_layers, self.teacher_layers = (s,), (t,)
-        self.regressor = LazyChannelMLP(depth=1) if regressor else None
+        if regressor is True:
+            regressor = "conv_bn_relu"
+        if regressor not in ("conv_bn_relu", "conv", False):
+            raise ValueError(f"fitnet regressor must be 'conv_bn_relu', 'conv' or false, got {regressor!r}")
+        self.regressor = HintRegressor(regressor) if regressor else None
+
+    def stage1_epochs(self, epochs: int) -> int:
+        return first_stage(self._stage1, epochs) if self.procedure == "two_stage" else 0
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
@@ -341,12 +419,25 @@ class FSP(KnowledgeTerm):
             ``(l1, l2), (l2, l3), ...`` (each a name or ``{student: ..., teacher: ...}``).
         adapter: ``"auto"`` (default) adapts only the layers whose channel counts differ, ``true`` every
             layer, ``false`` none (then unequal channels are an error, as in the paper).
+        procedure: ``two_stage`` (default, the paper's and RepDistiller's procedure) or ``joint``.
+        stage1_epochs: epochs of stage 1 (default: ``max(1, round(epochs / 9))``, RepDistiller's 30 of 270).
+
+    Procedure: the paper (and RepDistiller's ``init`` stage) trains the student on the FSP loss alone first,
+    then trains it for the task *without* FSP. That is the default here, ``procedure: two_stage``: the first
+    ``stage1_epochs`` epochs train on this term alone, the remaining ones on the objective's other terms
+    (``ce``, and ``kd`` if given) alone; one optimizer and schedule span both stages (RepDistiller restarts
+    the optimizer between them). ``procedure: joint`` adds FSP to the objective for the whole run (the
+    default before issue 13). The staging needs a scheme that forwards epochs to the objective (``offline``,
+    the default, does).
     """
 
     name = "fsp"
 
-    def __init__(self, layers: Any = None, adapter: bool | str = "auto"):
+    def __init__(self, layers: Any = None, adapter: bool | str = "auto", procedure: str = "two_stage",
+                 stage1_epochs: int | None = None):
         super().__init__()
+        check_procedure(self.name, procedure, stage1_epochs)
+        self.procedure, self._stage1 = procedure, stage1_epochs
         if layers is not None and not isinstance(layers, (list, tuple)):
             raise ValueError("fsp needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
         if adapter not in ("auto", True, False):
@@ -358,6 +449,9 @@ class FSP(KnowledgeTerm):
         # one lazy 1x1 conv per layer of the chain; "auto" swaps it for Identity on the first call where the
         # channel counts already agree (before the trainer builds the optimizer)
         self.adapters = nn.ModuleList(LazyChannelMLP(depth=1) if adapter else nn.Identity() for _ in self.layers)
+
+    def stage1_epochs(self, epochs: int) -> int:
+        return first_stage(self._stage1, epochs) if self.procedure == "two_stage" else 0
 
     def _adapt(self, i: int, hs: Tensor, channels: int) -> Tensor:
         a = self.adapters[i]
@@ -469,7 +563,8 @@ class VID(KnowledgeTerm):
 
     Maximises a variational lower bound on the mutual information between teacher feature ``t`` and
     student feature ``s`` by fitting a Gaussian ``q(t | s) = N(mu(s), diag(sigma^2))`` with a learned mean
-    network ``mu`` (three 1x1 convolutions with ReLUs, as in the paper's CIFAR setup) and a learned
+    network ``mu`` (three 1x1 convolutions without bias, ReLUs between them, as in the authors' code and
+    RepDistiller's ``VIDLoss``; ``bias: true`` adds biases) and a learned
     per-channel variance ``sigma_c^2 = softplus(alpha_c) + eps`` (heteroscedastic in channels, constant
     over positions). The loss is the negative log-likelihood, without the constant ``log(2 pi) / 2``:
 
@@ -484,6 +579,7 @@ class VID(KnowledgeTerm):
         hidden_channels: width of the mean network's hidden layers (default: the teacher's channels).
         init_variance: initial ``sigma^2`` (RepDistiller uses 5).
         eps: floor added to the variance.
+        bias: give the mean network's convolutions biases (default ``False``, as the reference code).
     """
 
     name = "vid"
@@ -494,6 +590,7 @@ class VID(KnowledgeTerm):
         hidden_channels: int | None = None,
         init_variance: float = 5.0,
         eps: float = 1e-5,
+        bias: bool = False,
     ):
         super().__init__()
         ((s, t),) = layer_pairs(layers, term=self.name, multi=False)
@@ -506,7 +603,7 @@ class VID(KnowledgeTerm):
             raise ValueError(f"eps must be > 0, got {eps}")
         if not init_variance > eps:
             raise ValueError(f"init_variance must be > eps ({eps}), got {init_variance}")
-        self.mean = LazyChannelMLP(depth=3, hidden=hidden_channels)
+        self.mean = LazyChannelMLP(depth=3, hidden=hidden_channels, bias=bool(bias))
         self.variance = LazyChannelVariance(float(init_variance), float(eps))
 
     @float32_forward

@@ -76,16 +76,19 @@ def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
     return d2.sqrt() * off
 
 
-def rkd_distance(s: Tensor, t: Tensor) -> Tensor:
-    """``mean_{i != j} huber( d_s(i,j) / mu_s, d_t(i,j) / mu_t )`` with ``mu`` the mean pairwise distance.
+def rkd_distance(s: Tensor, t: Tensor, pairs: str = "all") -> Tensor:
+    """``sum_{i != j} huber( d_s(i,j) / mu_s, d_t(i,j) / mu_t ) / M`` with ``mu`` the mean pairwise distance
+    (over ``i != j``) and ``M = N^2`` (``pairs="all"``, the authors' code: the zero diagonal is averaged in)
+    or ``M = N (N - 1)`` (``pairs="distinct"``).
 
     Both distance matrices have an exact zero diagonal, whose entries add nothing to a sum (``huber(0, 0) = 0``),
-    so the means over ``i != j`` are sums over the whole matrices divided by ``N (N - 1)``: no boolean mask,
-    whose gather (and its scatter in the backward pass) costs more than the distances themselves."""
+    so the sums run over the whole matrices: no boolean mask, whose gather (and its scatter in the backward
+    pass) costs more than the distances themselves."""
     n = s.shape[0]
-    pairs = n * (n - 1)
+    distinct = n * (n - 1)
     ds, dt = pairwise_distances(s), pairwise_distances(t)
-    return F.smooth_l1_loss(ds / (ds.sum() / pairs), dt / (dt.sum() / pairs), reduction="sum") / pairs
+    total = F.smooth_l1_loss(ds / (ds.sum() / distinct), dt / (dt.sum() / distinct), reduction="sum")
+    return total / (n * n if pairs == "all" else distinct)
 
 
 def angle_cosines(e: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
@@ -117,12 +120,21 @@ def _angle_cosines(e: Tensor, eps: float = 1e-12) -> Tensor:
     return (g[None, :, :] - r[:, :, None] - r[:, None, :]) * (inv[:, :, None] * inv[:, None, :])
 
 
-def rkd_angle(s: Tensor, t: Tensor) -> Tensor:
-    """``mean_{(i,j,k): i != j, k != j} huber( cos_s[j,i,k], cos_t[j,i,k] )``: the invalid triplets are 0 on
-    both sides, so a sum over all ``N^3`` divided by the ``N (N - 1)^2`` valid ones (no boolean gather)."""
+def rkd_angle(s: Tensor, t: Tensor, pairs: str = "all") -> Tensor:
+    """``sum_{(i,j,k): i != j, k != j} huber( cos_s[j,i,k], cos_t[j,i,k] ) / M`` with ``M = N^3`` (``pairs="all"``,
+    the authors' code, whose degenerate triplets have cosine 0 on both sides) or ``M`` the number of valid
+    triplets ``N (N - 1)^2`` (``pairs="distinct"``). The invalid triplets are exactly 0 on both sides here, so
+    the sum runs over all ``N^3`` (no boolean gather)."""
     n = s.shape[0]
     cs, ct = _angle_cosines(s), _angle_cosines(t)
-    return F.smooth_l1_loss(cs, ct, reduction="sum") / (n * (n - 1) ** 2)
+    total = F.smooth_l1_loss(cs, ct, reduction="sum")
+    return total / (n**3 if pairs == "all" else n * (n - 1) ** 2)
+
+
+def _check_pairs(pairs: str) -> str:
+    if pairs not in ("all", "distinct"):
+        raise ValueError(f"pairs must be 'all' (the authors' code) or 'distinct', got {pairs!r}")
+    return pairs
 
 
 _RKD_PAPER = "Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR 2019, arXiv:1904.05068)"
@@ -134,19 +146,26 @@ class RKDDistance(RelationTerm):
 
     ``psi_D(i, j) = ||e_i - e_j||_2 / mu``, ``mu = mean_{i != j} ||e_i - e_j||_2`` (per network),
 
-    ``L = mean_{i != j} huber( psi_D^s(i, j), psi_D^t(i, j) )``, ``huber`` the smooth L1 with threshold 1.
+    ``L = (1/N^2) sum_{i != j} huber( psi_D^s(i, j), psi_D^t(i, j) )``, ``huber`` the smooth L1 with threshold 1.
 
-    Invariant to scaling either embedding. The paper's weight is 25. (The authors' code averages over all
-    ``N^2`` entries, diagonal zeros included; here only over ``i != j``.)
+    Invariant to scaling either embedding. The paper's weight is 25. By default (``pairs: all``) the sum is
+    divided by all ``N^2`` entries, the zero diagonal included, as the authors' code (and RepDistiller's
+    ``RKDLoss``) do, so the paper's weight means the same; ``pairs: distinct`` averages over ``i != j`` only
+    (a factor ``N / (N - 1)`` larger).
 
     Args:
         layers: the layer to read (default: the logits).
+        pairs: ``all`` (default, reference code) or ``distinct``.
     """
 
     name = "rkd_distance"
 
+    def __init__(self, layers: Any = None, pairs: str = "all"):
+        super().__init__(layers)
+        self.pairs_mode = _check_pairs(pairs)
+
     def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
-        return rkd_distance(s, t)
+        return rkd_distance(s, t, self.pairs_mode)
 
 
 @METHODS.register("rkd_angle", kind="relation", paper=_RKD_PAPER)
@@ -155,18 +174,27 @@ class RKDAngle(RelationTerm):
 
     ``psi_A(i, j, k) = cos angle(e_i, e_j, e_k) = < (e_i - e_j)/||e_i - e_j||, (e_k - e_j)/||e_k - e_j|| >``,
 
-    ``L = mean_{i != j, k != j} huber( psi_A^s(i, j, k), psi_A^t(i, j, k) )``.
+    ``L = (1/N^3) sum_{i != j, k != j} huber( psi_A^s(i, j, k), psi_A^t(i, j, k) )``.
 
-    Invariant to scaling (and translating) either embedding. The paper's weight is 50.
+    Invariant to scaling (and translating) either embedding. The paper's weight is 50. The cosines are
+    computed from the Gram matrix of the batch-centred embeddings (the same numbers as the authors'
+    ``normalize(e_i - e_j)`` products, up to rounding). By default (``pairs: all``) the sum is divided by all
+    ``N^3`` triplets, the degenerate ones (cosine 0 on both sides in the authors' code) included, as the
+    reference code does; ``pairs: distinct`` averages over the ``N (N - 1)^2`` valid triplets.
 
     Args:
         layers: the layer to read (default: the logits).
+        pairs: ``all`` (default, reference code) or ``distinct``.
     """
 
     name = "rkd_angle"
 
+    def __init__(self, layers: Any = None, pairs: str = "all"):
+        super().__init__(layers)
+        self.pairs_mode = _check_pairs(pairs)
+
     def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
-        return rkd_angle(s, t)
+        return rkd_angle(s, t, self.pairs_mode)
 
 
 @METHODS.register("rkd", kind="relation", paper=_RKD_PAPER)
@@ -178,12 +206,15 @@ class RKD(RelationTerm):
         layers: the layer to read (default: the logits).
         distance_weight: weight of the distance-wise loss.
         angle_weight: weight of the angle-wise loss.
+        pairs: ``all`` (default, the authors' code) or ``distinct``; see ``rkd_distance``.
     """
 
     name = "rkd"
 
-    def __init__(self, layers: Any = None, distance_weight: float = 25.0, angle_weight: float = 50.0):
+    def __init__(self, layers: Any = None, distance_weight: float = 25.0, angle_weight: float = 50.0,
+                 pairs: str = "all"):
         super().__init__(layers)
+        self.pairs_mode = _check_pairs(pairs)
         if distance_weight < 0 or angle_weight < 0 or distance_weight + angle_weight == 0:
             raise ValueError(
                 f"distance_weight and angle_weight must be >= 0 and not both 0, got {distance_weight}, {angle_weight}"
@@ -193,9 +224,9 @@ class RKD(RelationTerm):
     def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
         total = 0.0
         if self.distance_weight:
-            total = total + self.distance_weight * rkd_distance(s, t)
+            total = total + self.distance_weight * rkd_distance(s, t, self.pairs_mode)
         if self.angle_weight:
-            total = total + self.angle_weight * rkd_angle(s, t)
+            total = total + self.angle_weight * rkd_angle(s, t, self.pairs_mode)
         return total
 
 
@@ -251,6 +282,20 @@ def pkt_loss(s: Tensor, t: Tensor, eps: float = 1e-7) -> Tensor:
     return (pt * torch.log((pt + eps) / (ps + eps))).sum(dim=1).mean()
 
 
+def pkt_loss_code(s: Tensor, t: Tensor, eps: float = 1e-7) -> Tensor:
+    """The authors' ``cosine_similarity_loss``: the kernel keeps the diagonal (``K(e_i, e_i) = 1``) in each
+    row's normaliser and the KL terms are averaged over all ``N^2`` entries:
+    ``(1/N^2) sum_{i,j} P_t[i, j] log( (P_t[i, j] + eps) / (P_s[i, j] + eps) )``, ``eps = 1e-7``."""
+
+    def probs(e: Tensor) -> Tensor:
+        e = e / (e.norm(dim=1, keepdim=True) + eps)
+        k = (e @ e.t() + 1.0) / 2.0
+        return k / k.sum(dim=1, keepdim=True)
+
+    ps, pt = probs(s), probs(t)
+    return (pt * torch.log((pt + eps) / (ps + eps))).mean()
+
+
 @METHODS.register(
     "pkt",
     kind="relation",
@@ -263,19 +308,30 @@ class PKT(RelationTerm):
     Conditional probabilities from the cosine kernel ``K(a, b) = (1 + cos(a, b)) / 2``:
     ``p_{j|i} = K(e_i, e_j) / sum_{k != i} K(e_i, e_k)`` (``j != i``), for teacher (``p``) and student (``q``):
 
-    ``L = (1/N) sum_i sum_{j != i} p_{j|i} log( p_{j|i} / q_{j|i} )`` (a mean over anchors of KL divergences).
+    ``L = (1/N) sum_i sum_{j != i} p_{j|i} log( p_{j|i} / q_{j|i} )`` (``form: paper``, a mean over anchors
+    of KL divergences).
 
-    The authors' code keeps the diagonal and averages over all ``N^2`` entries, about ``1/N`` of this value;
-    scale the weight accordingly. Student and teacher widths may differ.
+    The default, ``form: code``, is the authors' code (``passalis/probabilistic_kt``, copied in
+    RepDistiller's ``PKT``): the diagonal ``K(e_i, e_i) = 1`` stays in each row's probabilities and the
+    terms are averaged over all ``N^2`` entries (about ``1/N`` of the paper form's value), so the weights
+    used with the reference code (e.g. RepDistiller's 30000) mean the same here. Student and teacher widths
+    may differ.
 
     Args:
         layers: the layer to read (default: the logits).
+        form: ``code`` (default, the authors' code) or ``paper``.
     """
 
     name = "pkt"
 
+    def __init__(self, layers: Any = None, form: str = "code"):
+        super().__init__(layers)
+        if form not in ("code", "paper"):
+            raise ValueError(f"form must be 'code' (the authors' code) or 'paper', got {form!r}")
+        self.form = form
+
     def pair_loss(self, s: Tensor, t: Tensor) -> Tensor:
-        return pkt_loss(s, t)
+        return pkt_loss_code(s, t) if self.form == "code" else pkt_loss(s, t)
 
 
 @METHODS.register(

@@ -39,7 +39,7 @@ class DKD(KnowledgeTerm):
     ``L_DKD = T^2 * (1/N) sum_i ( alpha * TCKD_i + beta * NCKD_i )``.
 
     The paper's CIFAR-100 setting is ``alpha = 1, beta = 8, T = 4``. Its linear warm-up of the loss over the
-    first 20 epochs is not part of this term (the term does not see the epoch).
+    first 20 epochs (weight ``min(epoch / 20, 1)``) is ``train.kd_warmup_epochs: 20``.
 
     Args:
         alpha: weight of TCKD (>= 0).

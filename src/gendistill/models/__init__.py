@@ -128,11 +128,19 @@ def reset_parameters(model: nn.Module) -> None:
                         nn.init.kaiming_uniform_(p, a=math.sqrt(5))
 
 
+def count_parameters(name: str, num_classes: int = 100, input_shape: tuple[int, ...] = (3, 32, 32)) -> int:
+    """Parameters of registered model ``name`` for ``num_classes`` classes, built on the meta device (no memory,
+    no initialisation cost): what ``gendistill list models`` prints for the image zoo."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes, input_shape)
+    return sum(p.numel() for p in model.parameters())
+
+
 def describe_model(model: nn.Module) -> str:
     n = sum(p.numel() for p in model.parameters())
     return f"{type(model).__name__} ({n:,} parameters)"
 
 
-from . import cnn, mlp, resnet_cifar  # noqa: E402,F401  (register models)
+from . import cnn, mlp, resnet_cifar, zoo  # noqa: E402,F401  (register models)
 
-__all__ = ["create_model", "build_model", "check_fits", "describe_model", "ModelSpec"]
+__all__ = ["create_model", "build_model", "check_fits", "count_parameters", "describe_model", "ModelSpec"]

@@ -49,22 +49,36 @@ def fit_masks(model: nn.Module, split_rate: float) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def evolve(student: nn.Module, parent: nn.Module, split_rate: float) -> dict[str, Tensor]:
-    """Copy the parent's fit hypothesis into the freshly initialised ``student`` (its reset hypothesis
-    keeps the new random values); returns the masks."""
+def evolve(student: nn.Module, parent: nn.Module, split_rate: float, reset: str = "weights") -> dict[str, Tensor]:
+    """Copy the parent into the freshly initialised ``student`` except its reset hypothesis, which keeps the
+    new random values; returns the masks that were applied (``True`` = inherited).
+
+    ``reset="weights"`` (the authors' code): only the conv/linear *weights* outside the fit mask are
+    re-initialised; every other tensor (biases, BatchNorm weights, biases and running statistics) is the
+    parent's. ``reset="all"``: biases and norm layers are split with their outputs too (the form before
+    issue 13)."""
+    if reset not in ("weights", "all"):
+        raise ConfigError(f"ke: reset must be 'weights' (the authors' code) or 'all', got {reset!r}")
     masks = fit_masks(student, split_rate)
     own, theirs = student.state_dict(), parent.state_dict()
-    for key, mask in masks.items():
-        if own[key].shape != theirs[key].shape:
+    if reset == "weights":
+        weights = {f"{n}.weight" for n, m in student.named_modules() if isinstance(m, _WEIGHTED)}
+        masks = {k: v for k, v in masks.items() if k in weights}
+    for key in own:
+        if key not in theirs or own[key].shape != theirs[key].shape:
             raise ConfigError(f"ke: generation shapes differ at {key!r}; every generation needs the same architecture")
-        own[key].copy_(torch.where(mask.to(own[key].device), theirs[key].to(own[key]), own[key]))
+    for key, value in own.items():
+        if key in masks:
+            value.copy_(torch.where(masks[key].to(value.device), theirs[key].to(value), value))
+        elif reset == "weights":
+            value.copy_(theirs[key].to(value))
     return masks
 
 
 @scheme("ke", kind="evolution", cacheable=True,
         paper="Taha, Shrivastava & Davis 2021, Knowledge Evolution in Neural Networks (arXiv:2103.05152)",
         summary="each generation keeps the previous one's fit hypothesis and re-initialises the rest")
-def ke(ctx: SchemeContext, split_rate: float = 0.5) -> DistillTask:
+def ke(ctx: SchemeContext, split_rate: float = 0.5, reset: str = "weights") -> DistillTask:
     """Knowledge Evolution (Taha et al. 2021). The network is split once into a fit hypothesis ``H^fit``
     (mask ``M``, :func:`fit_masks`, KELS) and a reset hypothesis ``H^reset = 1 - M``. Generation ``k`` starts
     from
@@ -72,9 +86,12 @@ def ke(ctx: SchemeContext, split_rate: float = 0.5) -> DistillTask:
     ``theta_k = M * theta_{k-1} + (1 - M) * theta_random``
 
     (the scheme's initialisation hook: the factory receives the fresh, seeded student and the previous
-    generation, and overwrites the fit part in place) and is then trained on the objective, normally labels
+    generation, and overwrites the fit part in place). As in the authors' code, only the conv/linear
+    *weights* of ``H^reset`` are re-initialised (``reset: weights``); biases and BatchNorm (affine
+    parameters and running statistics) are inherited whole. ``reset: all`` also re-initialises the reset
+    half of biases and norm layers (the form before issue 13). It is then trained on the objective, normally labels
     only (``objective: ce``, optionally label-smoothed, as in the paper). ``split_rate`` is the fit fraction
     ``s`` per layer. The evaluated network is the whole (dense) network; every generation has the same
     architecture. An objective with teacher terms also distils from the lineage's teacher."""
-    evolve(ctx.student, ctx.previous[-1], split_rate)
+    evolve(ctx.student, ctx.previous[-1], split_rate, reset)
     return DistillTask(ctx.student, ctx.objective, ctx.teacher if ctx.objective.needs_teacher else None)

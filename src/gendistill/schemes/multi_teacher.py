@@ -14,7 +14,7 @@ from ..teachers import FrozenTeacher
 from .common import label_objective
 from .spec import SchemeContext, scheme
 
-RULES = ("mean", "weights", "random")
+RULES = ("mean", "weights", "random", "ensemble")
 
 
 class MultiTeacherTask(StudentTask):
@@ -26,6 +26,12 @@ class MultiTeacherTask(StudentTask):
     * ``weights``: ``term = sum_m w_m term(s, t_m)`` with fixed weights normalised to sum to 1.
     * ``random``: one teacher drawn uniformly per iteration, ``term = term(s, t_m)``, ``m ~ U{1..M}``
       (Fukuda et al. 2017), from the seeded global RNG, so runs and resumes are deterministic.
+    * ``ensemble``: the terms read one *ensemble teacher*, gendistill's single definition of an ensemble
+      (the lineage's ``generations.teacher: ensemble`` uses the same :class:`~gendistill.teachers.EnsembleTeacher`):
+      the mean of the members' probabilities at temperature 1, as logits ``log mean_m softmax(z_m)``; a KD
+      term at ``T`` then softens that mean, ``softmax(log(mean_m p_m) / T)``. ``mean`` instead averages the
+      terms, which for KD is the mean of the *softened* probabilities, ``mean_m softmax(z_m / T)``: the two
+      agree at ``T = 1`` and differ above it. Logit terms only (feature terms need one network).
 
     ``term_teachers`` sends named terms to one teacher each (``{kd: 0, fitnet: 2}``: the KD targets come from
     generation 0, the hints from generation 2), whatever the rule. Label terms read no teacher. The part
@@ -54,6 +60,14 @@ class MultiTeacherTask(StudentTask):
             if not 0 <= idx < m:
                 raise ConfigError(f"multi_teacher: term_teachers[{name!r}] = {idx} is not a teacher index (0..{m - 1})")
         self.objective, self.rule = objective, rule
+        if rule == "ensemble":
+            from ..teachers import EnsembleTeacher
+
+            feature_terms = [n for n, t in zip(objective.names, objective.terms) if t.teacher_layers]
+            if feature_terms:
+                raise ConfigError(f"multi_teacher: rule 'ensemble' reads one ensemble of logits; the feature terms "
+                                  f"{feature_terms} need one network each (use rule: mean or term_teachers)")
+            object.__setattr__(self, "ensemble", EnsembleTeacher(teachers))
         self.set_student(student, objective.student_layers)
         self.term_teachers = term_teachers
         layers: list[set[str]] = [set() for _ in teachers]
@@ -70,11 +84,12 @@ class MultiTeacherTask(StudentTask):
         logits = student.logits
         m = len(self.teachers)
         drawn = int(torch.randint(m, ())) if self.rule == "random" else None
-        needed = {drawn} if drawn is not None else set(range(m))
+        needed = {drawn} if drawn is not None else (set() if self.rule == "ensemble" else set(range(m)))
         needed |= set(self.term_teachers.values())
         if not any(t.needs_teacher for t in self.objective.terms):
             needed = set()
         outs: dict[int, Outputs] = {i: self.teachers[i](batch.x, batch.index) for i in sorted(needed)}
+        ensemble = self.ensemble(batch.x) if self.rule == "ensemble" and self.objective.needs_teacher else None
         parts: dict[str, Tensor] = {}
         total = torch.zeros((), device=logits.device)
         for name, term, w in zip(self.objective.names, self.objective.terms, self.objective.weights):
@@ -84,6 +99,8 @@ class MultiTeacherTask(StudentTask):
                 value = term(student, outs[self.term_teachers[name]], batch)
             elif drawn is not None:
                 value = term(student, outs[drawn], batch)
+            elif ensemble is not None:
+                value = term(student, ensemble, batch)
             else:
                 value = sum(mix * term(student, outs[i], batch) for i, mix in enumerate(self.mix) if mix > 0)
             parts[name] = value
@@ -114,10 +131,13 @@ def multi_teacher(ctx: SchemeContext, pool: int = 1, teachers: list[int] | None 
     """Generations ``0..pool-1`` are the teacher pool, trained from labels only (the objective's label
     terms), each with its own architecture from ``generations.archs`` and its own seed. Every later
     generation learns from the generations listed in ``teachers`` (default: all earlier ones) by ``rule``
-    (``mean`` | ``weights`` | ``random``), with ``weights`` for ``rule=weights`` and ``term_teachers``
-    (``{term name: position in teachers}``) for per-term teachers. The lineage's own teacher rule is not used
-    by this scheme: tables name the teachers actually used, and ``agree(teacher)`` / ``KL(t||s)`` compare
-    with their mean-probability ensemble (for ``rule=mean``, the target of the KD term)."""
+    (``mean`` | ``weights`` | ``random`` | ``ensemble``), with ``weights`` for ``rule=weights`` and
+    ``term_teachers`` (``{term name: position in teachers}``) for per-term teachers. ``rule=ensemble`` is the
+    lineage's ``teacher: ensemble`` (mean probability at T = 1, then softened by the term); ``rule=mean``
+    averages the terms (for KD: the mean of the softened probabilities). The lineage's own teacher rule is
+    not used by this scheme: tables name the teachers actually used, and ``agree(teacher)`` / ``KL(t||s)``
+    compare with their mean-probability ensemble at T = 1 (the target of ``rule=ensemble``; of ``rule=mean``
+    only when the KD temperature is 1)."""
     if pool < 1:
         raise ConfigError(f"multi_teacher: pool must be >= 1, got {pool}")
     gen, chosen = ctx.gen, list(ctx.teachers)

@@ -11,6 +11,7 @@ a later generation adds the lineage's frozen teacher through the objective's tea
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -117,8 +118,18 @@ def dml(ctx: SchemeContext, peers: int = 2, weight: float = 1.0, temperature: fl
     return MutualLearning(ctx.student, others, ctx.objective, ctx.teacher, weight, temperature)
 
 
+def sigmoid_rampup(epoch: int, epochs: int, fraction: float) -> float:
+    """ONE's (and mean teacher's) consistency ramp-up: ``exp(-5 (1 - t / R)^2)`` with ``t = epoch - 1`` (0-based)
+    clipped to ``[0, R]`` and ``R = fraction * epochs``; 1 when ``fraction == 0``."""
+    length = fraction * epochs
+    if length <= 0:
+        return 1.0
+    t = min(max(epoch - 1, 0), length)
+    return math.exp(-5.0 * (1.0 - t / length) ** 2)
+
+
 class _GatedEnsemble(nn.Module):
-    """``trunk -> m branches -> sum_i g_i(x) z_i(x)`` with ``g = softmax(W pool(trunk(x)))``."""
+    """``trunk -> m branches -> sum_i g_i(x) z_i(x)`` with ``g = softmax(gate(pool(trunk(x))))``."""
 
     def __init__(self, trunk: nn.Module, branches: nn.ModuleList, gate: nn.Module):
         super().__init__()
@@ -139,14 +150,17 @@ class NativeEnsemble(StudentTask):
     """ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong 2018, arXiv:1806.04606).
 
     The student is split into a shared trunk (low-level layers) and a head; ``m - 1`` more copies of the head
-    become branches, and a gate ``g = softmax(W pool(trunk(x)))`` weights them into the teacher
-    ``z_e = sum_i g_i z_i``:
+    become branches, and a gate ``g = softmax(ReLU(BN(W pool(trunk(x)))))`` (the authors' code,
+    ``control_v1 -> bn_v1 -> relu -> softmax``; ``gate: linear`` drops BN and ReLU, the form before issue 13)
+    weights them into the teacher ``z_e = sum_i g_i z_i``:
 
-    ``L = sum_i objective(z_i) + CE(z_e, y) + w * T^2 * sum_i KL(softmax(z_e/T) || softmax(z_i/T))``
+    ``L = sum_i objective(z_i) + CE(z_e, y) + w * r(t) * T^2 * sum_i KL(softmax(z_e/T) || softmax(z_i/T))``
 
     with ``z_e`` detached as the KL target, so the gate and the ensemble learn from ``CE(z_e, y)`` and the
-    branches from the ensemble. Gradients of every branch meet in the shared trunk, which is where the
-    student gains.
+    branches from the ensemble. ``r(t)`` is the authors' sigmoid ramp-up of the KL weight,
+    ``exp(-5 (1 - t/R)^2)`` over the first ``R = rampup * epochs`` epochs (their 80 of 300 epochs, so
+    ``rampup = 0.267`` by default; ``rampup: 0`` is a constant weight). Gradients of every branch meet in the
+    shared trunk, which is where the student gains.
 
     The evaluated network is the student itself, i.e. the trunk with branch 0: the deployable single branch
     ("ONE" in the paper's tables, not "ONE-E"). The gated ensemble's training accuracy is logged as
@@ -154,8 +168,13 @@ class NativeEnsemble(StudentTask):
     """
 
     def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, input_shape: tuple[int, ...],
-                 branches: int = 3, branch_at: str | None = None, weight: float = 1.0, temperature: float = 3.0):
+                 branches: int = 3, branch_at: str | None = None, weight: float = 1.0, temperature: float = 3.0,
+                 gate: str = "linear_bn_relu", rampup: float = 80 / 300):
         super().__init__()
+        if gate not in ("linear_bn_relu", "linear"):
+            raise ConfigError(f"one: gate must be 'linear_bn_relu' (the authors' code) or 'linear', got {gate!r}")
+        if not 0.0 <= rampup <= 1.0:
+            raise ConfigError(f"one: rampup must be a fraction of the epochs in [0, 1], got {rampup!r}")
         if branches < 2:
             raise ConfigError(f"one needs branches >= 2, got {branches}")
         if objective.needs_teacher and teacher is None:
@@ -175,10 +194,17 @@ class NativeEnsemble(StudentTask):
             width = pooled(trunk(torch.zeros(2, *input_shape))).shape[1]
             student.train(was)
         self.student = student
-        self.ensemble = _GatedEnsemble(trunk, heads, nn.Linear(width, branches))
+        gate_net = nn.Linear(width, branches)
+        if gate == "linear_bn_relu":
+            gate_net = nn.Sequential(gate_net, nn.BatchNorm1d(branches), nn.ReLU())
+        self.ensemble = _GatedEnsemble(trunk, heads, gate_net)
         self.objective = objective
         self.set_teacher(teacher)
         self.weight, self.temperature = float(weight), float(temperature)
+        self.rampup, self.ramp = float(rampup), 1.0
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.ramp = sigmoid_rampup(epoch, epochs, self.rampup)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         zs, ens = self.ensemble.forward_all(batch.x)
@@ -191,7 +217,7 @@ class NativeEnsemble(StudentTask):
             if i == 0:
                 parts.update({n: v for n, v in own.items() if n != "loss"})
             k = kl_to(z, ens, self.temperature)
-            total = total + own["loss"] + self.weight * k
+            total = total + own["loss"] + self.weight * self.ramp * k
             kd = kd + k / len(zs)
         parts["one_kd"] = kd
         parts["ensemble_acc"] = (ens.detach().argmax(-1) == batch.y).float().mean()
@@ -203,8 +229,10 @@ class NativeEnsemble(StudentTask):
         paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-fly Native Ensemble (arXiv:1806.04606)",
         summary="branches on a shared trunk, each distilling from their gated ensemble")
 def one(ctx: SchemeContext, branches: int = 3, branch_at: str | None = None, weight: float = 1.0,
-        temperature: float = 3.0) -> NativeEnsemble:
+        temperature: float = 3.0, gate: str = "linear_bn_relu", rampup: float = 80 / 300) -> NativeEnsemble:
     """ONE: ``branches`` heads from ``branch_at`` (default: the student's last ``layer*`` child) on a shared
-    trunk, gated into an ensemble teacher. The evaluated model is the student (trunk + branch 0)."""
+    trunk, gated into an ensemble teacher (``gate``: ``linear_bn_relu``, the authors' code, or ``linear``);
+    the KL weight ramps up over the first ``rampup`` fraction of the epochs (0: no ramp). The evaluated model
+    is the student (trunk + branch 0)."""
     return NativeEnsemble(ctx.student, ctx.objective, ctx.teacher, ctx.data.input_shape, branches, branch_at, weight,
-                          temperature)
+                          temperature, gate, rampup)

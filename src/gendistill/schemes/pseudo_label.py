@@ -132,12 +132,18 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
     ``yhat = argmax T(x_U)``; the student learns from them only: ``L_S = CE(yhat, S(x_U + eps))`` (its
     gradient step is the trainer's). The teacher learns from how that step changed the student's loss on the
     labeled samples. The paper's meta-gradient ``h = eta * grad_{S'} CE(y_L, S'(x_L)) . grad_S CE(yhat, S(x_U))``
-    is replaced by its first-order Taylor estimate, as in the authors' reference code:
+    is replaced by its first-order Taylor estimate (the paper's appendix; the reference code does the same):
 
     ``h = CE(y_L, S(x_L)) - CE(y_L, S'(x_L))``   (before minus after the student's step)
 
-    and the teacher descends ``L_T = h * CE(yhat, T(x_U)) + CE(y_L, T(x_L))`` (``h > 0``: the pseudo-labels
-    helped, make them likelier; plus the teacher's supervised loss; UDA is left out). Because the trainer
+    and the teacher descends ``L_T = (h - b) * CE(yhat, T(x_U)) + CE(y_L, T(x_L))`` (``h > 0``: the
+    pseudo-labels helped, make them likelier; plus the teacher's supervised loss; UDA is left out).
+
+    The sign is the paper's (eq. 12 and its Taylor expansion: before minus after). The authors' released
+    code computes ``after - before`` (kekmodel/MPL-pytorch keeps that "author's code formula", with the
+    paper's form commented as "theoretically correct"); gendistill follows the paper. ``b`` is an optional
+    moving-average baseline of ``h``, as in the reference code: with ``baseline: d`` (``0.99`` there),
+    ``b <- d b + (1 - d) h`` before it is subtracted; ``baseline: 0`` (default) is no baseline, ``b = 0``. Because the trainer
     steps the student after ``forward`` returns, the teacher's update for step ``k`` happens at the start of
     step ``k + 1`` (one step late); the last step of an epoch gets none, so resume at epoch boundaries is
     exact. The two student losses in ``h`` are measured with the student in eval mode, without gradients.
@@ -149,8 +155,12 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
 
     def __init__(self, student: nn.Module, objective: Objective, teacher_init: nn.Module, y_train: Tensor,
                  labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5, teacher_lr: float = 1e-3,
-                 teacher_optimizer: str = "adam"):
+                 teacher_optimizer: str = "adam", baseline: float = 0.0):
         super().__init__(student, objective, y_train, labeled, split_seed)
+        if not 0.0 <= baseline < 1.0:
+            raise ConfigError(f"mpl: baseline (the moving-average decay) must be in [0, 1), got {baseline!r}")
+        self.baseline = float(baseline)
+        self.register_buffer("moving_reward", torch.zeros(()))
         net = copy.deepcopy(teacher_init).train()
         for p in net.parameters():
             p.requires_grad_(True)
@@ -183,8 +193,13 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
         x_l, y_l, x_u, yhat, before = self._pending
         self._pending = None
         reward = before - self._student_loss(x_l, y_l)
+        advantage = reward
+        if self.baseline > 0:
+            d = self.baseline
+            self.moving_reward.mul_(d).add_((1 - d) * reward.detach())
+            advantage = reward - self.moving_reward
         t_u, t_l = self.mpl_teacher(x_u).float(), self.mpl_teacher(x_l).float()
-        loss = reward * F.cross_entropy(t_u, yhat) + F.cross_entropy(t_l, y_l)
+        loss = advantage * F.cross_entropy(t_u, yhat) + F.cross_entropy(t_l, y_l)
         self.teacher_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.teacher_opt.step()
@@ -227,12 +242,13 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
         paper="Pham, Dai, Xie, Luong & Le 2021, Meta Pseudo Labels (arXiv:2003.10580)",
         summary="the pseudo-labelling teacher is updated from the student's feedback on labeled data")
 def mpl(ctx: SchemeContext, labeled: float = 0.1, split_seed: int = 0, noise: float = 0.5, teacher_lr: float = 1e-3,
-        teacher_optimizer: str = "adam") -> StudentTask:
+        teacher_optimizer: str = "adam", baseline: float = 0.0) -> StudentTask:
     """Meta Pseudo Labels. Generation 0 learns from the labeled part only (the objective's label terms);
     generation ``k >= 1`` trains a student with a trainable teacher initialised from generation ``k - 1``.
     Options: ``labeled`` / ``split_seed`` (the split, as for ``noisy_student``), ``noise`` (student input
-    noise), ``teacher_lr`` and ``teacher_optimizer`` (``adam`` | ``sgd``) of the teacher's own optimizer."""
+    noise), ``teacher_lr`` and ``teacher_optimizer`` (``adam`` | ``sgd``) of the teacher's own optimizer,
+    ``baseline`` (moving-average decay of the reward baseline; 0 = none, the reference code uses 0.99)."""
     if ctx.gen == 0:
         return NoisyStudentTask(ctx.student, ctx.objective, None, ctx.data.train.y, labeled, split_seed)
     return MetaPseudoLabelTask(ctx.student, ctx.objective, ctx.previous[-1], ctx.data.train.y, labeled, split_seed,
-                               noise, teacher_lr, teacher_optimizer)
+                               noise, teacher_lr, teacher_optimizer, baseline)

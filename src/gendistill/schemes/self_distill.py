@@ -26,68 +26,112 @@ from .common import kl_to, soft_cross_entropy, stages, teacher_objective
 from .spec import SchemeContext, scheme
 
 
-def _aux_head(shape: torch.Size, num_classes: int) -> nn.Module:
-    """A small classifier on a feature map: a strided conv block (BYOT's "bottleneck") for ``(N, C, *S)``
-    maps, a hidden layer for vectors, then global pooling and a linear layer."""
-    if len(shape) == 2:
-        d = shape[1]
-        return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, num_classes))
-    c, dims = shape[1], len(shape) - 2
-    conv, bn, pool = {1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
-                      3: (nn.Conv3d, nn.BatchNorm3d, nn.AdaptiveAvgPool3d)}[dims]
-    return nn.Sequential(conv(c, 2 * c, 3, stride=2, padding=1), bn(2 * c), nn.ReLU(), pool(1), nn.Flatten(),
-                         nn.Linear(2 * c, num_classes))
+class _AuxHead(nn.Module):
+    """An auxiliary classifier on a feature map: a *bottleneck* mapping the map to the deepest stage's shape
+    (a strided conv block to its channels, then adaptive average pooling to its spatial size; a hidden layer
+    to its width for vectors), whose output is BYOT's hint feature, then global pooling and a linear layer."""
+
+    def __init__(self, shape: torch.Size, final_shape: torch.Size, num_classes: int):
+        super().__init__()
+        if len(shape) == 2:
+            self.bottleneck = nn.Sequential(nn.Linear(shape[1], final_shape[1]), nn.ReLU())
+            self.classifier = nn.Linear(final_shape[1], num_classes)
+            return
+        if len(final_shape) != len(shape):
+            raise ConfigError(f"byot: the auxiliary layer's features {tuple(shape)} and the deepest stage's "
+                              f"{tuple(final_shape)} differ in rank; give layers of the same kind")
+        c, out, dims = shape[1], final_shape[1], len(shape) - 2
+        conv, bn, pool = {1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d),
+                          2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
+                          3: (nn.Conv3d, nn.BatchNorm3d, nn.AdaptiveAvgPool3d)}[dims]
+        self.bottleneck = nn.Sequential(conv(c, out, 3, stride=2, padding=1), bn(out), nn.ReLU(),
+                                        pool(tuple(final_shape[2:])))
+        self.classifier = nn.Sequential(pool(1), nn.Flatten(), nn.Linear(out, num_classes))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.bottleneck(x)
+        return f, self.classifier(f)
+
+
+def byot_hint(f: Tensor, target: Tensor) -> Tensor:
+    """The reference code's ``feature_loss_function``: ``sum (f - t)^2 * [f > 0 or t > 0]`` over every element (the
+    batch included), ``t`` detached."""
+    t = target.detach().float()
+    f = f.float()
+    return ((f - t).pow(2) * ((f > 0) | (t > 0)).float()).sum()
 
 
 class BeYourOwnTeacher(StudentTask):
     """Be Your Own Teacher (Zhang, Song, Gao, Chen, Bao & Ma 2019, arXiv:1905.08094).
 
     Auxiliary classifiers ``z_1..z_{C-1}`` sit on the student's intermediate stages (feature taps); the
-    network's own output ``z_C`` is the deepest classifier and the teacher of the others:
+    network's own output ``z_C`` is the deepest classifier and the teacher of the others. As the reference
+    code (``total_loss = (1 - a) (CE_C + sum_i CE_i) + a sum_i KD_i + lambda sum_i hint_i``):
 
-    ``L = objective(z_C) + sum_{i<C} [ (1 - a) CE(z_i, y) + a T^2 KL(softmax(z_C/T) || softmax(z_i/T)) ]``
+    ``L = (1 - a) objective(z_C) + sum_{i<C} [ (1 - a) CE(z_i, y) + a T^2 KL(softmax(z_C/T) || softmax(z_i/T))
+    + lambda sum ( (F_i - F_C)^2 [F_i > 0 or F_C > 0] ) ]``
 
-    with ``z_C`` detached as a target. The paper's third term (an L2 hint between each stage's and the
-    deepest features) is left out: it needs matching feature shapes and its weight is small. Defaults follow
-    the paper: ``a = 0.3``, ``T = 3``. The evaluated network is the student's final head (the auxiliary
-    heads are dropped at export); their training accuracy is logged as ``head<i>_acc``.
+    with ``z_C`` and the deepest features ``F_C`` detached as targets; ``F_i`` is auxiliary head ``i``'s
+    bottleneck output, which has ``F_C``'s shape (the hint term of the paper, summed over every element as
+    in ``feature_loss_function``). ``a = 0.3`` and ``T = 3`` are the paper's; ``lambda = 1e-6``
+    (``hint_weight``) is the weight of the widely used PyTorch reproduction
+    (luanyunteng/pytorch-be-your-own-teacher, ``train.py``: ``--beta 1e-6``), whose hint is summed the same
+    way (the authors released no code). ``final_weight`` overrides ``1 - a`` on the deepest classifier's
+    objective (``1`` is the form before issue 13). The reference code's KD is the soft cross-entropy
+    ``-sum p_C log p_i``, which differs from the KL here by the (constant) entropy of ``p_C``: the same
+    gradient. The evaluated network is the student's final head (the auxiliary heads are dropped at export);
+    their training accuracy is logged as ``head<i>_acc``.
     """
 
     def __init__(self, student: nn.Module, objective: Objective, teacher: Any | None, num_classes: int,
                  input_shape: tuple[int, ...], layers: list[str] | None = None, alpha: float = 0.3,
-                 temperature: float = 3.0):
+                 temperature: float = 3.0, hint_weight: float = 1e-6, final_weight: float | None = None,
+                 final_layer: str | None = None):
         super().__init__()
         if objective.needs_teacher and teacher is None:
             raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
-        layers = list(layers) if layers is not None else stages(student)[:-1]
+        names = stages(student)
+        layers = list(layers) if layers is not None else names[:-1]
         if not layers:
             raise ConfigError("byot needs intermediate layers for the auxiliary heads; give layers=[...] "
                               "(names of the student's submodules)")
+        final_layer = final_layer or (names[-1] if names else None)
+        if final_layer is None:
+            raise ConfigError("byot: the student has no 'layer*' children; give final_layer, the deepest stage "
+                              "whose features the auxiliary heads are shaped to (and hinted towards)")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"byot: alpha must be in [0, 1], got {alpha}")
+        if not hint_weight >= 0:
+            raise ConfigError(f"byot: hint_weight must be >= 0, got {hint_weight}")
         self.objective = objective
-        self.set_student(student, sorted(set(layers) | set(objective.student_layers)))
+        self.set_student(student, sorted(set(layers) | {final_layer} | set(objective.student_layers)))
         self.set_teacher(teacher)
-        self.layers, self.alpha, self.temperature = layers, float(alpha), float(temperature)
+        self.layers, self.final_layer = layers, final_layer
+        self.alpha, self.temperature, self.hint_weight = float(alpha), float(temperature), float(hint_weight)
+        self.final_weight = 1.0 - self.alpha if final_weight is None else float(final_weight)
         was = student.training
         student.eval()
         with torch.no_grad():
             shapes = {n: f.shape for n, f in self.run_student(torch.zeros(2, *input_shape)).features.items()}
         student.train(was)
-        self.heads = nn.ModuleList([_aux_head(shapes[n], num_classes) for n in layers])
+        self.heads = nn.ModuleList([_AuxHead(shapes[n], shapes[final_layer], num_classes) for n in layers])
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         student = self.run_student(batch.x)
         logits, feats = student.logits, student.features
         teacher = self.teacher_outputs(batch)
         parts = self.objective(student, teacher, batch)
-        total = parts.pop("loss")
-        ce = kd = 0.0
+        total = self.final_weight * parts.pop("loss")
+        ce = kd = hint = 0.0
+        final = feats[self.final_layer]
         for i, (name, head) in enumerate(zip(self.layers, self.heads)):
-            z = head(feats[name])
+            f, z = head(feats[name])
             c, k = F.cross_entropy(z.float(), batch.y), kl_to(z, logits, self.temperature)
-            total = total + (1 - self.alpha) * c + self.alpha * k
-            ce, kd = ce + c, kd + k
+            h = byot_hint(f, final) if self.hint_weight else torch.zeros((), device=z.device)
+            total = total + (1 - self.alpha) * c + self.alpha * k + self.hint_weight * h
+            ce, kd, hint = ce + c, kd + k, hint + h
             parts[f"head{i + 1}_acc"] = (z.detach().argmax(-1) == batch.y).float().mean()
-        return {"loss": total, **parts, "byot_ce": ce, "byot_kd": kd, "logits": logits}
+        return {"loss": total, **parts, "byot_ce": ce, "byot_kd": kd, "byot_hint": hint, "logits": logits}
 
 
 
@@ -96,12 +140,15 @@ class BeYourOwnTeacher(StudentTask):
               "Networks via Self Distillation (arXiv:1905.08094)",
         summary="auxiliary heads on intermediate stages learn from the deepest head")
 def byot(ctx: SchemeContext, layers: list[str] | None = None, alpha: float = 0.3,
-         temperature: float = 3.0) -> BeYourOwnTeacher:
+         temperature: float = 3.0, hint_weight: float = 1e-6, final_weight: float | None = None,
+         final_layer: str | None = None) -> BeYourOwnTeacher:
     """BYOT: auxiliary heads on ``layers`` (default: every ``layer*`` child but the last), weight ``alpha``
-    of their KL to the deepest head at ``temperature``. The evaluated model is the student's final head."""
+    of their KL to the deepest head at ``temperature``, ``hint_weight`` of their feature hint to the deepest
+    stage ``final_layer`` (default: the last ``layer*`` child); the deepest head's objective is weighted
+    ``1 - alpha`` (``final_weight`` overrides). The evaluated model is the student's final head."""
     data = ctx.data
     return BeYourOwnTeacher(ctx.student, ctx.objective, ctx.teacher, data.num_classes, data.input_shape, layers, alpha,
-                            temperature)
+                            temperature, hint_weight, final_weight, final_layer)
 
 
 class ProgressiveSelfKD(StudentTask):
