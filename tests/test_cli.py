@@ -50,7 +50,7 @@ def test_cli_run_writes_the_run_directory(tiny_config_yaml, tmp_path):
     [
         ("generations.count=-1", "generations.count"),
         ("objective.temperature=0", "objective.temperature: Input should be greater than 0"),
-        ("model.name=resnet9000", "unknown model 'resnet9000'; available: "),
+        ("model.name=resnet9000", "unknown model 'resnet9000' (did you mean 'resnet20'?); available: "),
         ("train.epochs=many", "train.epochs"),
         ("train.optimiser=sgd", "unknown key 'train.optimiser'; allowed here: epochs"),
         ("generations.teacher=best", "'previous', 'ensemble' or 'original'"),
@@ -145,7 +145,7 @@ def test_digits_and_synthetic():
     "config, needle",
     [
         ("data: {name: digits}", "error: model cnn1d expects 1-D signals (N, C, L) but dataset digits gives inputs of "
-                                 "shape (1, 8, 8); use cnn2d, mlp or resnet_cifar"),
+                                 "shape (1, 8, 8); use cnn2d, mlp, resnet_cifar or a CIFAR zoo model (gendistill list models)"),
         ("model: {name: cnn2d}\ndata: {num_samples: 200}", "model cnn2d expects images (N, C, H, W) but dataset "
                                                            "mnist1d gives inputs of shape (1, 40); use cnn1d or mlp"),
         ("model: {name: resnet_cifar}\ndata: {num_samples: 200}", "model resnet_cifar expects images (N, C, H, W)"),

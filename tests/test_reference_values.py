@@ -70,6 +70,16 @@ NO_REFERENCE = {
     "kd_instance": "Tang et al. 2020 analysis terms; no reference code released",
     "graph_kd": "Lassance et al. 2020 released no code; the one public PyTorch copy found does not run "
                 "(isinstance called with one argument): hand-checked in tests/test_graph_terms.py",
+    # the sequence and policy terms are checked by hand in their domains' tests; not yet pinned against TRL's GKD
+    # trainer / torchtune (sequence) or Rusu et al.'s (unreleased) code (policy)
+    "token_ce": "masked token cross-entropy: torch's F.cross_entropy(ignore_index=-100), tests/test_sequence.py",
+    "word_kd": "hand-computed in tests/test_sequence.py; not yet pinned against torchtune's ForwardKLLoss",
+    "reverse_kl": "hand-computed in tests/test_sequence.py; not yet pinned against torchtune's ReverseKLLoss",
+    "gkd_jsd": "hand-computed for two betas in tests/test_sequence.py; not yet pinned against TRL's generalized_jsd_loss",
+    "tv": "hand-computed in tests/test_sequence.py (no reference implementation found)",
+    "policy_kl": "Rusu et al. 2016 released no code: hand-computed in tests/test_rl.py",
+    "policy_mse": "Rusu et al. 2016 released no code: hand-computed in tests/test_rl.py",
+    "policy_nll": "Rusu et al. 2016 released no code: hand-computed in tests/test_rl.py",
 }
 
 PINNED = {"kd", "dkd", "dist", "fitnet", "at", "nst", "fsp", "vid", "rkd", "rkd_distance", "rkd_angle", "sp",

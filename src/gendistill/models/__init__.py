@@ -62,8 +62,15 @@ def _registered_name(spec: ModelSpec) -> str | None:
 
 
 def _fitting_models(input_shape: tuple[int, ...]) -> list[str]:
-    """Registered models whose ``input_rank`` metadata accepts per-sample inputs of this shape."""
-    return [e.name for e in MODELS.entries() if e.meta.get("input_rank") in (None, len(input_shape))]
+    """Registered classification models whose ``input_rank`` metadata accepts per-sample inputs of this shape;
+    the image zoo is named once, not model by model (other domains' models, e.g. ``domain="sequence"``, are
+    never suggested for a classification dataset)."""
+    fit = [e for e in MODELS.entries() if e.meta.get("input_rank") in (None, len(input_shape))
+           and e.meta.get("domain", "classification") == "classification"]
+    names = [e.name for e in fit if not e.meta.get("zoo")]
+    if any(e.meta.get("zoo") for e in fit):
+        names.append("a CIFAR zoo model (gendistill list models)")
+    return names
 
 
 def check_fits(spec: ModelSpec, dataset: str, num_classes: int, input_shape: tuple[int, ...],

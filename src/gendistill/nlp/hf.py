@@ -31,7 +31,7 @@ def _transformers():
     return transformers
 
 
-@MODELS.register("hf_causal_lm", input_rank=2, summary="a Hugging Face AutoModelForCausalLM (local path or a config "
+@MODELS.register("hf_causal_lm", input_rank=2, domain="sequence", summary="a Hugging Face AutoModelForCausalLM (local path or a config "
                  "dict for random weights); needs transformers")
 class HFCausalLM(nn.Module):
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], path: str | None = None,

@@ -116,7 +116,7 @@ class SeqModel(nn.Module):
                               "the tokenizer and the model do not match")
 
 
-@MODELS.register("seq_decoder", input_rank=2, summary="decoder-only causal transformer LM (prefix LM for seq2seq); "
+@MODELS.register("seq_decoder", input_rank=2, domain="sequence", summary="decoder-only causal transformer LM (prefix LM for seq2seq); "
                  "sizes tiny/small/base/large")
 class DecoderLM(SeqModel):
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], size: str = "small", width: int | None = None,
@@ -152,7 +152,7 @@ class DecoderLM(SeqModel):
         return logits[:, -1], {**state, "kv": kv, "prefix": prefix}
 
 
-@MODELS.register("seq_encdec", input_rank=2, summary="encoder-decoder transformer (seq2seq); sizes tiny/small/base/large")
+@MODELS.register("seq_encdec", input_rank=2, domain="sequence", summary="encoder-decoder transformer (seq2seq); sizes tiny/small/base/large")
 class EncoderDecoder(SeqModel):
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], size: str = "small", width: int | None = None,
                  layers: int | None = None, heads: int | None = None, dropout: float = 0.0):
