@@ -18,3 +18,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 .venv/bin/pip install -q -e ".[dev]"
+# The optional extras the tests exercise when present (each test of an extra skips cleanly without it). PyTorch is
+# pinned to the build installed above, so no extra can swap it; set GENDISTILL_CORE_ONLY=1 to skip them.
+if [ -z "${GENDISTILL_CORE_ONLY:-}" ]; then
+  TORCH_PIN="torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')"
+  .venv/bin/pip install -q -e ".[dev,tensorboard,nlp,hf,rl]" "$TORCH_PIN" \
+    || echo "note: optional extras (tensorboard, sacrebleu, transformers, gymnasium, stable-baselines3, minatar) not installed; their tests will skip"
+fi

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 ECE_BINS = 15
 
@@ -44,6 +43,10 @@ def brier(logits: Tensor, y: Tensor) -> float:
 
 def ece(logits: Tensor, y: Tensor, n_bins: int = ECE_BINS) -> float:
     """Expected calibration error with ``n_bins`` equal-width confidence bins (torchmetrics, L1 norm)."""
+    # imported here: torchmetrics takes seconds to import (more with transformers installed), which every CLI
+    # command would otherwise pay before doing anything
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     p = logits.float().softmax(-1)
     return multiclass_calibration_error(p, y, num_classes=p.shape[-1], n_bins=n_bins, norm="l1").item()
 
