@@ -42,7 +42,7 @@ class SequenceSplit(Split):
     bundle: Any = field(default=None, repr=False, compare=False)
 
     def head(self, n: int) -> SequenceSplit:
-        return SequenceSplit(self.x[:n], self.y[:n], self.bundle)
+        return SequenceSplit(self.x[:n], self.y[:n], bundle=self.bundle)
 
 
 @dataclass

@@ -45,10 +45,10 @@ class StateSplit(Split):
     info: PolicyInfo | None = None
 
     def head(self, n: int) -> StateSplit:
-        return StateSplit(self.x[:n], self.y[:n], self.info)
+        return StateSplit(self.x[:n], self.y[:n], info=self.info)
 
     def to(self, device: Any) -> StateSplit:
-        return StateSplit(self.x.to(device), self.y.to(device), self.info)
+        return StateSplit(self.x.to(device), self.y.to(device), info=self.info)
 
 
 @dataclass
@@ -76,7 +76,7 @@ def gym_states(env: str = "CartPole-v1", teacher: dict[str, Any] | None = None, 
     info = PolicyInfo(env, model, eval_episodes, seed + 2_000_000, temperature, max_steps,
                       DAggerSchedule.parse(dagger), record)
     act = greedy(model)
-    bundle = PolicyBundle(f"gym:{env}", StateSplit(train.states, act(train.states), info),
-                          StateSplit(test.states, act(test.states), info), n_actions, obs_shape, domain="rl",
+    bundle = PolicyBundle(f"gym:{env}", StateSplit(train.states, act(train.states), info=info),
+                          StateSplit(test.states, act(test.states), info=info), n_actions, obs_shape, domain="rl",
                           teacher=model)
     return bundle
