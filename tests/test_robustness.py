@@ -371,3 +371,24 @@ def test_parallel_seeds_write_the_same_run_directory_and_numbers_as_sequential(t
     assert [r.generations[1]["test_acc"] for r in results] == [g["test_acc"]["values"][i]
                                                                for i, g in enumerate([parallel["generations"][1]] * 2)]
     assert job_count(cfg.model_copy(update={"jobs": 8})) == 2 and job_count(load_config(tiny_config_yaml)) == 1
+
+
+def test_a_wide_multi_seed_table_fits_1280px_in_headless_chromium(tmp_path):
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from gendistill.analysis.document import Heading, Table
+    from gendistill.analysis.render import render_html
+
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no headless Chromium on PATH")
+    spec = importlib.util.spec_from_file_location("crw", Path(__file__).parent.parent / "scripts/check_report_width.py")
+    crw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crw)
+    headers = ["model", "teacher", "test acc (%)", "NLL", "ECE (%)", "agree w/ teacher (%)", "KL(t‖s)", "agree w/ gen0 (%)"]
+    row = ["gen3 (cnn1d(width=32))", "gen2"] + ["93.40 ± 0.36 [92.50, 94.30]", "0.1902 ± 0.0051 [0.1776, 0.2029]"] * 3
+    page = tmp_path / "report.html"
+    page.write_text(render_html([Heading("w", 1), Table(headers, [row] * 8)]))
+    doc, window, tables, past = crw.measure(page, 1280)
+    assert tables == 1 and past == 0 and doc <= window

@@ -61,7 +61,7 @@ h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.3em}h2{font-size
 .tw{overflow-x:auto;margin:.8em 0}table{border-collapse:collapse;font-size:.82em}
 tbody tr:nth-child(even){background:#fafafa}tbody tr:hover{background:#eef5ff}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f4f4f4}.l{text-align:left}
+th{background:#f4f4f4;white-space:normal;min-width:4em}.l{text-align:left}.ci{color:#666;font-size:.9em}
 code{background:#f4f4f4;padding:0 .25em;border-radius:3px;font-size:.92em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 .figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;flex:1 1 460px;max-width:680px}
@@ -70,11 +70,22 @@ figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size
 """
 
 
+_INTERVAL = re.compile(r"^(.*\S) (\[[^\]]+\])$")
+
+
+def _html_cell(text: str) -> str:
+    """A figure with its interval (``m ± s [lo, hi]``) on two lines, so wide tables fit a window."""
+    m = _INTERVAL.match(text)
+    if m is None:
+        return _html_inline(text)
+    return f'{_html_inline(m.group(1))}<br><span class="ci">{_html_inline(m.group(2))}</span>'
+
+
 def _html_table(t: Table) -> str:
     cls = ["" if h not in _LEFT else ' class="l"' for h in t.headers]
     head = "".join(f"<th{k}>{_html_inline(h)}</th>" for k, h in zip(cls, t.headers, strict=True))
     rows = "".join(
-        "<tr>" + "".join(f"<td{k}>{_html_inline(c)}</td>" for k, c in zip(cls, r, strict=True)) + "</tr>"
+        "<tr>" + "".join(f"<td{k}>{_html_cell(c)}</td>" for k, c in zip(cls, r, strict=True)) + "</tr>"
         for r in t.rows
     )
     return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
