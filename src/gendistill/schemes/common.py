@@ -100,3 +100,21 @@ def close_all(*objs) -> None:
     for o in objs:
         if o is not None and hasattr(o, "close"):
             o.close()
+
+
+def split_for_branches(scheme: str, student: nn.Module, objective: Objective, teacher: object | None,
+                       branch_at: str | None, input_shape: tuple[int, ...]) -> tuple[nn.Sequential, nn.Sequential]:
+    """The checks and the split shared by the schemes that grow branches on a shared trunk (ONE, OKDDip): a
+    teacher when the objective needs one, logit-based terms only, and ``(trunk, head)`` split at ``branch_at``
+    (default: the student's last ``layer*`` child)."""
+    if objective.needs_teacher and teacher is None:
+        raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
+    if objective.student_layers:
+        raise ConfigError(f"{scheme}: feature-based terms are not supported (the branches share one trunk); "
+                          "use logit-based terms")
+    names = stages(student)
+    branch_at = branch_at or (names[-1] if names else None)
+    if branch_at is None:
+        raise ConfigError(f"{scheme}: the student has no 'layer*' children; give branch_at, the child where "
+                          "branches start")
+    return split_at(student, branch_at, input_shape)

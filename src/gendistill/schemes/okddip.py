@@ -12,7 +12,7 @@ from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
 from ..knowledge.taps import FeatureTap, penultimate_module
-from .common import fresh_copy, split_at, stages
+from .common import fresh_copy, split_for_branches
 from .spec import SchemeContext, scheme
 
 
@@ -61,17 +61,7 @@ class DiversePeers(StudentTask):
         super().__init__()
         if peers < 2:
             raise ConfigError(f"okddip needs peers >= 2 (auxiliary peers besides the leader), got {peers}")
-        if objective.needs_teacher and teacher is None:
-            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
-        if objective.student_layers:
-            raise ConfigError("okddip: feature-based terms are not supported (the branches share one trunk); "
-                              "use logit-based terms")
-        names = stages(student)
-        branch_at = branch_at or (names[-1] if names else None)
-        if branch_at is None:
-            raise ConfigError("okddip: the student has no 'layer*' children; give branch_at, the child where "
-                              "branches start")
-        self.trunk, leader = split_at(student, branch_at, input_shape)
+        self.trunk, leader = split_for_branches("okddip", student, objective, teacher, branch_at, input_shape)
         self.peers = nn.ModuleList([fresh_copy(leader) for _ in range(peers)])
         classifier = penultimate_module(leader)
         name = next(n for n, m in leader.named_modules() if m is classifier)

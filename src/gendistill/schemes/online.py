@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
 from ..knowledge.taps import TappedModel
 from ..models import build_model
-from .common import fresh_copy, kl_to, pooled, split_at, stages
+from .common import fresh_copy, kl_to, pooled, split_for_branches
 from .spec import SchemeContext, scheme
 
 
@@ -177,16 +177,7 @@ class NativeEnsemble(StudentTask):
             raise ConfigError(f"one: rampup must be a fraction of the epochs in [0, 1], got {rampup!r}")
         if branches < 2:
             raise ConfigError(f"one needs branches >= 2, got {branches}")
-        if objective.needs_teacher and teacher is None:
-            raise ConfigError(f"objective {objective.describe()} needs a teacher, but none was given")
-        if objective.student_layers:
-            raise ConfigError("one: feature-based terms are not supported (the branches share one trunk); "
-                              "use logit-based terms")
-        names = stages(student)
-        branch_at = branch_at or (names[-1] if names else None)
-        if branch_at is None:
-            raise ConfigError("one: the student has no 'layer*' children; give branch_at, the child where branches start")
-        trunk, head = split_at(student, branch_at, input_shape)
+        trunk, head = split_for_branches("one", student, objective, teacher, branch_at, input_shape)
         heads = nn.ModuleList([head] + [fresh_copy(head) for _ in range(branches - 1)])
         with torch.no_grad():
             was = student.training
