@@ -27,14 +27,19 @@ class BasicBlock(nn.Module):
 class ResNetCIFAR(nn.Module):
     """Tappable layers: ``stem``, ``layer1``, ``layer2``, ``layer3`` (N, C, H, W), ``pool`` (N, 4w), ``fc``."""
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16):
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16,
+                 filters: tuple[int, int, int, int] | None = None):
+        """``filters``: ``(stem, stage1, stage2, stage3)`` channels; default ``(w, w, 2w, 4w)`` for ``width`` w
+        (the zoo's ``resnet8x4``/``resnet32x4`` use ``(32, 64, 128, 256)``)."""
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        cin = width
-        for i, (cout, stride) in enumerate([(width, 1), (2 * width, 2), (4 * width, 2)]):
+        filters = filters or (width, width, 2 * width, 4 * width)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, filters[0], 3, 1, 1, bias=False), nn.BatchNorm2d(filters[0]),
+                                  nn.ReLU())
+        cin = filters[0]
+        for i, (cout, stride) in enumerate(zip(filters[1:], (1, 2, 2))):
             blocks = []
             for b in range(n):
                 blocks.append(BasicBlock(cin, cout, stride if b == 0 else 1))
