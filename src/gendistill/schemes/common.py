@@ -118,3 +118,17 @@ def split_for_branches(scheme: str, student: nn.Module, objective: Objective, te
         raise ConfigError(f"{scheme}: the student has no 'layer*' children; give branch_at, the child where "
                           "branches start")
     return split_at(student, branch_at, input_shape)
+
+
+def trainable_teacher(scheme: str, teacher_init: nn.Module, lr: float,
+                      optimizer: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A trainable copy of ``teacher_init`` and its own optimizer (Adam, or SGD with momentum 0.9), for the
+    schemes whose teacher learns from the student's feedback (MPL, MetaDistil)."""
+    net = copy.deepcopy(teacher_init).train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    if optimizer == "adam":
+        return net, torch.optim.Adam(net.parameters(), lr=lr)
+    if optimizer == "sgd":
+        return net, torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    raise ConfigError(f"{scheme}: teacher_optimizer must be 'adam' or 'sgd', got {optimizer!r}")

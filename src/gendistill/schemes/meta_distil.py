@@ -3,7 +3,6 @@ does on a held-out quiz set, through a pilot update of a copy of the student."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from torch.func import functional_call
 from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch
+from .common import trainable_teacher
 from .spec import SchemeContext, scheme
 
 
@@ -61,16 +61,8 @@ class MetaDistilTask(StudentTask):
             if not v > 0:
                 raise ConfigError(f"meta_distil: {key} must be > 0, got {v}")
         self.student = student
-        net = copy.deepcopy(teacher_init).train()
-        for p in net.parameters():
-            p.requires_grad_(True)
+        net, opt = trainable_teacher("meta_distil", teacher_init, teacher_lr, teacher_optimizer)
         object.__setattr__(self, "meta_teacher", net)
-        if teacher_optimizer == "adam":
-            opt = torch.optim.Adam(net.parameters(), lr=teacher_lr)
-        elif teacher_optimizer == "sgd":
-            opt = torch.optim.SGD(net.parameters(), lr=teacher_lr, momentum=0.9)
-        else:
-            raise ConfigError(f"meta_distil: teacher_optimizer must be 'adam' or 'sgd', got {teacher_optimizer!r}")
         object.__setattr__(self, "teacher_opt", opt)
         self.register_buffer("quiz", quiz_mask(num_train, quiz, quiz_seed), persistent=False)
         self.alpha, self.temperature, self.pilot_lr = float(alpha), float(temperature), float(pilot_lr)

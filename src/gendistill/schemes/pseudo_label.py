@@ -13,7 +13,6 @@ The trainer's ``train_acc`` column is computed over all training samples (a repo
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
-from .common import label_objective, soft_cross_entropy
+from .common import label_objective, soft_cross_entropy, trainable_teacher
 from .spec import SchemeContext, scheme
 
 
@@ -161,16 +160,8 @@ class MetaPseudoLabelTask(_PseudoLabelBase):
             raise ConfigError(f"mpl: baseline (the moving-average decay) must be in [0, 1), got {baseline!r}")
         self.baseline = float(baseline)
         self.register_buffer("moving_reward", torch.zeros(()))
-        net = copy.deepcopy(teacher_init).train()
-        for p in net.parameters():
-            p.requires_grad_(True)
+        net, opt = trainable_teacher("mpl", teacher_init, teacher_lr, teacher_optimizer)
         object.__setattr__(self, "mpl_teacher", net)
-        if teacher_optimizer == "adam":
-            opt = torch.optim.Adam(net.parameters(), lr=teacher_lr)
-        elif teacher_optimizer == "sgd":
-            opt = torch.optim.SGD(net.parameters(), lr=teacher_lr, momentum=0.9)
-        else:
-            raise ConfigError(f"mpl: teacher_optimizer must be 'adam' or 'sgd', got {teacher_optimizer!r}")
         object.__setattr__(self, "teacher_opt", opt)
         self.noise = float(noise)
         self._pending: tuple | None = None
