@@ -36,7 +36,9 @@ from gendistill.models import create_model
 from gendistill.teachers import CachedTeacher, FrozenTeacher
 
 
-def plain_loop(model, x, y, epochs, batch_size, lr, teacher=None, temperature=4.0):
+def plain_loop(model, x, y, epochs, batch_size, lr, teacher=None, temperature=4.0, cached=None):
+    """The hand-written loop. ``teacher``: a live teacher forward per step; ``cached``: teacher logits computed
+    once before training, indexed per batch (the limit for cached KD)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -49,9 +51,12 @@ def plain_loop(model, x, y, epochs, batch_size, lr, teacher=None, temperature=4.
             xb, yb = x[idx], y[idx]
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
-            if teacher is not None:
-                with torch.no_grad():
-                    t = teacher(xb)
+            if teacher is not None or cached is not None:
+                if cached is not None:
+                    t = cached[idx]
+                else:
+                    with torch.no_grad():
+                        t = teacher(xb)
                 loss = loss + temperature**2 * F.kl_div(
                     F.log_softmax(logits / temperature, -1), F.log_softmax(t / temperature, -1),
                     reduction="batchmean", log_target=True)

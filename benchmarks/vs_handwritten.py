@@ -19,14 +19,13 @@ cancels the machine's slow drifts. Thread count and CPU model are printed; a fin
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from _common import final_json, machine, print_table
+from kd_overhead import plain_loop
 
 from gendistill.data import load_dataset
 from gendistill.domains.classification import batches
@@ -36,34 +35,6 @@ from gendistill.models import create_model
 from gendistill.teachers import CachedTeacher, FrozenTeacher
 
 T = 4.0
-
-
-def plain(model, x, y, epochs, batch_size, lr, teacher=None, cached=None):
-    """The hand-written loop. ``teacher``: live teacher forward per step; ``cached``: precomputed logits."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if teacher is not None or cached is not None:
-                if cached is not None:
-                    t = cached[idx]
-                else:
-                    with torch.no_grad():
-                        t = teacher(xb)
-                loss = loss + T * T * F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(t / T, -1),
-                                               reduction="batchmean", log_target=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
 
 
 def bootstrap_ci(ratios: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -108,9 +79,9 @@ def main() -> None:
     cache = CachedTeacher.from_logits(FrozenTeacher(teacher), teacher_logits)  # what a lineage reuses
     lr, bs, ep = 3e-3, args.batch_size, args.epochs
     modes = {
-        "student-only": (gd("ce", lambda: None), lambda: plain(student(), x, y, ep, bs, lr)),
-        "cached KD": (gd("ban+l", lambda: cache), lambda: plain(student(), x, y, ep, bs, lr, cached=teacher_logits)),
-        "live KD": (gd("ban+l", lambda: FrozenTeacher(teacher)), lambda: plain(student(), x, y, ep, bs, lr, teacher=teacher)),
+        "student-only": (gd("ce", lambda: None), lambda: plain_loop(student(), x, y, ep, bs, lr)),
+        "cached KD": (gd("ban+l", lambda: cache), lambda: plain_loop(student(), x, y, ep, bs, lr, cached=teacher_logits)),
+        "live KD": (gd("ban+l", lambda: FrozenTeacher(teacher)), lambda: plain_loop(student(), x, y, ep, bs, lr, teacher=teacher)),
     }
     runs = [(m, side, fn) for m, pair in modes.items() for side, fn in zip(("gendistill", "plain"), pair)]
     for _, _, fn in runs:  # warm-up: allocator, kernels
