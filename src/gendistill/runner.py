@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 from pathlib import Path
@@ -25,17 +24,8 @@ def run_dir_for(config: RunConfig, out: str | Path | None) -> Path:
     return Path(out) if out is not None else Path(config.out) / config.name
 
 
-def _comparable(cfg: dict[str, Any], allowed: tuple[str, ...] = ()) -> dict[str, Any]:
-    cfg = copy.deepcopy(cfg)
-    cfg.pop("out", None)
-    for key in ("jobs", "train.device", "train.checkpoint_every", *allowed):  # may change between a crash and a resume
-        *parents, last = key.split(".")
-        node = cfg
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return cfg
+# keys that may change between a crash and a resume without making it another run
+_RESUMABLE = frozenset({"out", "jobs", "train.device", "train.checkpoint_every"})
 
 
 def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -49,8 +39,8 @@ def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two configs (``train.lr`` ...)."""
-    a, b = _flat(_comparable(old)), _flat(_comparable(new))
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in set(a) | set(b) if k not in _RESUMABLE and a.get(k) != b.get(k))
 
 
 def _saved_config(saved: Path) -> dict[str, Any]:
