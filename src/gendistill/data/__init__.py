@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +21,9 @@ class Split:
 
     x: Tensor
     y: Tensor
-    pixels: tuple[Tensor, Tensor] | None = None  # images: per-channel (mean, std) with x = (u / 255 - mean) / std
+    # images: per-channel (mean, std) with x = (u / 255 - mean) / std. Keyword-only, so that subclasses' own
+    # fields (StateSplit.info, SequenceSplit.bundle) follow x and y positionally
+    pixels: tuple[Tensor, Tensor] | None = field(default=None, kw_only=True)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -120,8 +122,8 @@ def _split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, 
     order = torch.randperm(len(train), generator=g)
     n_val = max(1, int(round(fraction * len(train))))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    return (Split(train.x[train_idx], train.y[train_idx], train.pixels),
-            Split(train.x[val_idx], train.y[val_idx], train.pixels))
+    return (Split(train.x[train_idx], train.y[train_idx], pixels=train.pixels),
+            Split(train.x[val_idx], train.y[val_idx], pixels=train.pixels))
 
 
 def load_dataset(name: str, val_fraction: float = 0.0, val_seed: int = 0, **options: Any) -> DatasetBundle:

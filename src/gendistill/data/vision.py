@@ -77,7 +77,7 @@ def _cifar(root: str, train_files: list[str], test_files: list[str], label_key: 
 
     (xtr, ytr), (xte, yte) = load(train_files), load(test_files)
     tr, te, pixels = _standardise(xtr, xte)
-    return DatasetBundle(name, Split(tr, torch.from_numpy(ytr), pixels), Split(te, torch.from_numpy(yte), pixels),
+    return DatasetBundle(name, Split(tr, torch.from_numpy(ytr), pixels=pixels), Split(te, torch.from_numpy(yte), pixels=pixels),
                          classes, (3, 32, 32))
 
 
@@ -154,8 +154,8 @@ def imagefolder(root: str, size: int = 32, channels: int = 3, in_memory: bool = 
         xtr = np.stack([train.raw(i) for i in range(len(train))])
         xte = np.stack([test.raw(i) for i in range(len(test))])
         tr, te, pixels = _standardise(xtr, xte)
-        return DatasetBundle("imagefolder", Split(tr, torch.tensor(train.targets), pixels),
-                             Split(te, torch.tensor(test.targets), pixels), len(classes), shape)
+        return DatasetBundle("imagefolder", Split(tr, torch.tensor(train.targets), pixels=pixels),
+                             Split(te, torch.tensor(test.targets), pixels=pixels), len(classes), shape)
     sample = np.stack([train.raw(i) for i in np.linspace(0, len(train) - 1, min(len(train), 2048)).astype(int)])
     x = torch.from_numpy(sample).float() / 255.0
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
