@@ -269,6 +269,7 @@ def test_a_nan_names_the_part_and_how_to_continue(tiny_config_yaml, tmp_path):
                    "--set", "generations.count=1", "--set", "train.lr=1e30", "--set", "train.optimizer=sgd")
     line = one_error_line(r)
     assert "loss part" in line and "--allow-change" in line
+    assert "gen0:" in line and "No generation had finished" in line  # gen0 diverged: nothing to keep
 
 
 # ------------------------------------------------------------------------------------------ 10. API defects

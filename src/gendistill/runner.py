@@ -166,8 +166,11 @@ def _fit_seed(config: RunConfig, data: Any, seed: int, seed_dir: Path, resume: b
     try:
         return lineage.fit(data, teacher=gen0_teacher(config, data), out=seed_dir, resume=resume)
     except NonFiniteLossError as e:
+        finished = [g for g, root in rundir.gen_dirs(seed_dir) if rundir.is_finished(root)]
+        kept = (f"Generations {', '.join(map(str, finished))} are finished and kept" if finished
+                else "No generation had finished")
         raise NonFiniteLossError(
-            f"{e}. Finished generations are kept: after changing the config, continue with --resume "
+            f"{e}. {kept}: after changing the config, continue with --resume "
             "--allow-change <the keys you changed, e.g. train.lr> (the diverged generation restarts)",
             e.epoch, e.part) from None
 
