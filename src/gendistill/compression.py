@@ -72,16 +72,17 @@ def measure_speed(model: nn.Module, input_shape: tuple[int, ...], *, throughput_
             "speed_threads": torch.get_num_threads()}
 
 
-def model_figures(model: nn.Module, input_shape: tuple[int, ...], *, checkpoint: str | Path | None = None,
+def model_figures(model: nn.Module, input_shape: tuple[int, ...] | None, *, checkpoint: str | Path | None = None,
                   speed: bool = False, device: torch.device | str | None = None,
                   throughput_batch: int = 256) -> dict[str, Any]:
     """``params``, ``macs``, ``checkpoint_bytes`` (when the file exists) and, with ``speed``, the speed figures
-    (measured on ``device``: a copy of the model is moved there)."""
+    (measured on ``device``: a copy of the model is moved there). ``input_shape=None`` (inputs that are not
+    float tensors of one shape, e.g. token ids): ``params`` and ``checkpoint_bytes`` only."""
     fig: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()),
-                           "macs": count_macs(model, tuple(input_shape))}
+                           "macs": None if input_shape is None else count_macs(model, tuple(input_shape))}
     if checkpoint is not None and Path(checkpoint).exists():
         fig["checkpoint_bytes"] = Path(checkpoint).stat().st_size
-    if speed:
+    if speed and input_shape is not None:
         import copy
 
         timed = copy.deepcopy(model).to(device) if device is not None else model

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from . import environment, rundir
-from .compression import model_figures
 from .data import DatasetBundle
 from .domains import Domain, domain_for
 from .engine import distributed
@@ -325,24 +324,26 @@ class Lineage:
                   "teacher_outputs": how, "processes": distributed.world_size()}
         self._add(done, freeze(model), record, data, domain)
         if gen_root is None:
-            record.update(self._compression(model, data, None))
+            record.update(self._compression(model, data, domain, None))
         else:
             spec = self.arch(gen)
             save_model(model, gen_root / rundir.MODEL, {
                 "gen": gen, "arch": record["arch"], "num_classes": data.num_classes,
                 "model_spec": None if given_module else (spec if isinstance(spec, (str, dict)) else None)})
-            record.update(self._compression(model, data, gen_root))
+            record.update(self._compression(model, data, domain, gen_root))
             rundir.write_metrics(gen_root, {**record, **self._figures(gen, done, data, domain)})
             if distributed.is_main():
                 (gen_root / rundir.CHECKPOINT).unlink(missing_ok=True)
                 for f in gen_root.glob(rundir.TEACHER_CACHE + ".*"):  # a finished generation no longer needs it
                     f.unlink()
 
-    def _compression(self, model: nn.Module, data: DatasetBundle, gen_root: Path | None) -> dict[str, Any]:
-        """Params, MACs, checkpoint size (and latency/throughput with train.speed_figures): compression.py."""
+    def _compression(self, model: nn.Module, data: DatasetBundle, domain: Domain,
+                     gen_root: Path | None) -> dict[str, Any]:
+        """Params, checkpoint size and what the domain adds (MACs, latency/throughput with
+        train.speed_figures): :meth:`Domain.compression`."""
         speed = self.train.speed_figures
-        return model_figures(model, data.input_shape, speed=speed, device=select_device(self.train.device) if speed
-                             else None, checkpoint=None if gen_root is None else gen_root / rundir.MODEL)
+        return domain.compression(model, data, checkpoint=None if gen_root is None else gen_root / rundir.MODEL,
+                                  speed=speed, device=select_device(self.train.device) if speed else None)
 
     def _add(self, done: _Progress, model: nn.Module, record: dict[str, Any], data: DatasetBundle,
              domain: Domain) -> None:

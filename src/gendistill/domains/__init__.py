@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ..compression import model_figures
 from ..engine.settings import TrainConfig
 from ..engine.task import Task
 from ..engine.trainer import BatchSource
@@ -93,6 +94,13 @@ class Domain(ABC):
     @abstractmethod
     def ensemble(self, preds: Sequence[Tensor]) -> Tensor:
         """The prediction of the mean-probability ensemble of ``preds``."""
+
+    def compression(self, model: nn.Module, data: Any, *, checkpoint: Path | None, speed: bool,
+                    device: Any) -> dict[str, Any]:
+        """The generation record's compression figures (:mod:`gendistill.compression`). Default: ``params`` and
+        ``checkpoint_bytes`` only; domains whose inputs are float tensors of ``data.input_shape`` add MACs and,
+        with ``speed``, latency and throughput."""
+        return model_figures(model, None, checkpoint=checkpoint)
 
     def analyses(self, models: list[nn.Module], test_preds: list[Tensor], data: Any) -> dict[str, Any]:
         """Extra analyses of a finished lineage, written as ``analysis/<name>.json``. Default: none."""

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics as M
+from ..compression import model_figures
 from ..data import DatasetBundle, DatasetSplit, Split
 from ..data.augment import AugmentPlan, build_augmentations
 from ..data.gpu_augment import DeviceImageLoader
@@ -200,6 +201,10 @@ class ClassificationDomain(Domain):
 
     def ensemble(self, preds: Sequence[Tensor]) -> Tensor:
         return M.ensemble_logits(preds)
+
+    def compression(self, model: nn.Module, data: DatasetBundle, *, checkpoint: Path | None, speed: bool,
+                    device: Any) -> dict[str, Any]:
+        return model_figures(model, data.input_shape, checkpoint=checkpoint, speed=speed, device=device)
 
     def analyses(self, models: list[nn.Module], test_preds: list[Tensor], data: DatasetBundle) -> dict[str, Any]:
         out: dict[str, Any] = {}
