@@ -125,6 +125,6 @@ def domain_for(data: Any) -> Domain:
     return DOMAINS.create(name)
 
 
-from . import classification, sequence  # noqa: E402,F401  (register the built-in domains)
+from . import classification, sequence, sequence_classification  # noqa: E402,F401  (register the built-in domains)
 
 __all__ = ["Domain", "domain_for"]

@@ -68,7 +68,15 @@ def load_model(model: nn.Module, path: str | Path, role: str = "model") -> nn.Mo
                 f"{role} checkpoint {str(path)!r} predicts {state[k].shape[0]} classes but the dataset has "
                 f"{own[k].shape[0]}; use a checkpoint trained on this dataset"
             )
+    token_embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
     for k, v in own.items():
+        if state[k].shape != v.shape and token_embedding is not None and k.endswith(".weight") and \
+                dict(model.named_modules()).get(k[: -len(".weight")]) is token_embedding:
+            raise CheckpointError(
+                f"{role} checkpoint {str(path)!r} reads a vocabulary of {state[k].shape[0]} tokens but the data's "
+                f"tokenizer has {v.shape[0]}; teacher, student and data must share one vocabulary (use a "
+                "checkpoint trained on this task)"
+            )
         if state[k].shape != v.shape:
             raise CheckpointError(
                 f"{role} checkpoint {str(path)!r}: tensor {k!r} has shape {tuple(state[k].shape)}, the model "
