@@ -74,6 +74,47 @@ def test_hf_seq2seq_models_decode_with_their_cache_and_mask_source_padding():
     assert torch.allclose(short(x), long(padded), atol=1e-5)
 
 
+def test_hf_causal_lms_mask_padding():
+    pytest.importorskip("transformers")
+    from gendistill.nlp.hf import HFCausalLM
+
+    # Llama-style (rotary, relative positions): a source left-padded to 3 or to 6 tokens gives the same logits
+    llama = {"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 32}
+    data = _reverse()
+    torch.manual_seed(0)
+    short = HFCausalLM(data.num_classes, (3, 4), config=llama).eval()
+    long = HFCausalLM(data.num_classes, (6, 4), config=llama).eval()
+    long.load_state_dict(short.state_dict())
+    x = data.test.x[:4, data.src_len - 3 :]
+    assert (x[:, :3] == PAD).any()  # some sources are padded already
+    assert torch.allclose(short(x), long(torch.cat([torch.full((4, 3), PAD), x], 1)), atol=1e-5)
+    src = torch.cat([torch.full((4, 3), PAD), x[:, :3]], 1)
+    assert torch.equal(greedy(long, src), greedy(long, src, use_cache=False))
+
+
+def test_hf_models_load_from_a_local_directory(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from gendistill.nlp.hf import HFSeq2SeqLM, HFSequenceClassifier
+
+    data = _reverse()
+    torch.manual_seed(0)
+    built = HFSeq2SeqLM(data.num_classes, data.input_shape, config=t5()).eval()
+    built.model.save_pretrained(tmp_path / "t5")
+    loaded = HFSeq2SeqLM(data.num_classes, data.input_shape, path=str(tmp_path / "t5")).eval()
+    assert torch.equal(built(data.test.x[:4]), loaded(data.test.x[:4]))
+    # a GPT-2 classifier saved without a pad token: the rows' <pad> is filled in, and padding changes nothing
+    cfg = transformers.AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2, n_positions=16, vocab_size=6,
+                                            num_labels=3)
+    hf = transformers.AutoModelForSequenceClassification.from_config(cfg).eval()
+    hf.save_pretrained(tmp_path / "cls")
+    cls = HFSequenceClassifier(3, (10,), vocab_size=6, path=str(tmp_path / "cls")).eval()
+    x = torch.tensor([[1, 3, 4, 5] + [PAD] * 6])
+    assert torch.allclose(cls(x), hf(input_ids=x[:, :4]).logits, atol=1e-5)
+    with pytest.raises(ConfigError, match="cannot load"):
+        HFSeq2SeqLM(data.num_classes, data.input_shape, path=str(tmp_path / "nowhere"))
+
+
 def test_a_tiny_t5_student_learns_from_a_tiny_t5_teacher_through_the_lineage(tmp_path):
     pytest.importorskip("transformers")
     data = load_dataset("seq_sort", num_train=256, num_test=16, min_len=2, max_len=3)
@@ -116,7 +157,8 @@ def test_hidden_state_taps_feed_feature_and_relation_terms_and_their_gradient_re
     h = out.features[t_layer]  # (N, D, L) channels first, padded positions zero, equal to output_hidden_states
     assert h.shape[:2] == (8, 48) and torch.all(h.transpose(1, 2)[~real(x)] == 0)
     with torch.no_grad():
-        ref = (teacher.model(input_ids=x, output_hidden_states=True).hidden_states[2] if kind == "causal" else
+        ref = (teacher.model(input_ids=x, attention_mask=real(x).long(), output_hidden_states=True).hidden_states[2]
+               if kind == "causal" else
                teacher.model(input_ids=x[:, : data.src_len], attention_mask=teacher.source_mask(x[:, : data.src_len]),
                              decoder_input_ids=x[:, data.src_len :], output_hidden_states=True).decoder_hidden_states[2])
     assert torch.allclose(h.transpose(1, 2)[real(x)], ref[real(x)], atol=1e-5)

@@ -8,7 +8,7 @@ vocabulary size and the special token ids are filled in unless given):
 model             wraps                                      domain / interface
 ================  =========================================  ===================================================
 hf_causal_lm      any ``AutoModelForCausalLM`` (GPT-2,       ``sequence``: the row ``[source | <bos> target]``
-                  Llama ...)                                 read causally; logits of the target positions
+                  Llama ...)                                 read causally, padding masked; target logits
 hf_seq2seq_lm     any ``AutoModelForSeq2SeqLM`` (T5, BART)   ``sequence``: the source (left-padded, masked by an
                                                              attention mask) encoded, ``<bos> target`` decoded
 hf_classifier     any ``AutoModelForSequenceClassification`` ``sequence_classification``: token rows (``<bos>``
@@ -64,9 +64,12 @@ def _load(name: str, auto: str, path: str | None, config: dict[str, Any] | None,
         raise ConfigError(f"{name} needs exactly one of path (a local model directory) or config (a dict)")
     if path is not None:
         try:
-            return factory.from_pretrained(path, local_files_only=True, **(extra or {}))
+            model = factory.from_pretrained(path, local_files_only=True, **(extra or {}))
         except (OSError, ValueError) as e:
             raise ConfigError(f"{name} cannot load {path!r} locally ({' '.join(str(e).split())[:160]})") from None
+        if model.config.pad_token_id is None:  # the rows are padded with the task's <pad> (GPT-2 has none)
+            model.config.pad_token_id = PAD
+        return model
     cfg = dict(config)
     kind = cfg.pop("model_type", None)
     if kind is None:
@@ -151,30 +154,31 @@ class HFCausalLM(nn.Module):
         n = _count_hidden(self.model, input_ids=torch.full((1, 2), BOS))
         self.hidden = tap_points(n["hidden_states"])
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not tapped(self.hidden):
-            return self.model(input_ids=x, use_cache=False).logits[:, self.src_len :]
-        out = self.model(input_ids=x, use_cache=False, output_hidden_states=True)
-        emit(self.hidden, out.hidden_states, x != PAD)
-        return out.logits[:, self.src_len :]
+    def _run(self, tokens: Tensor, prefix: Tensor, past: Any = None, cache: bool = False, hidden: bool = False):
+        """The model on ``tokens`` (the end of ``prefix``; the rest is in the key/value cache ``past``) with the
+        attention mask of ``prefix``: padding is never attended to."""
+        grown = {_cache_name(self.model): past} if past is not None else {}
+        return self.model(input_ids=tokens, attention_mask=(prefix != PAD).long(), use_cache=cache,
+                          output_hidden_states=hidden, **grown)
 
-    def _cached(self, tokens: Tensor, past: Any = None) -> tuple[Tensor, Any]:
-        out = self.model(input_ids=tokens, use_cache=True, **({_cache_name(self.model): past} if past is not None else {}))
-        return out.logits[:, -1], _cache_of(out)
+    def forward(self, x: Tensor) -> Tensor:
+        taps = tapped(self.hidden)
+        out = self._run(x, x, hidden=taps)
+        if taps:
+            emit(self.hidden, out.hidden_states, x != PAD)
+        return out.logits[:, self.src_len :]
 
     def start(self, src: Tensor, use_cache: bool = True) -> tuple[Tensor, dict]:
         prefix = torch.cat([src, torch.full((len(src), 1), BOS, dtype=torch.long, device=src.device)], 1)
-        if not use_cache:
-            return self.model(input_ids=prefix, use_cache=False).logits[:, -1], {"past": None, "prefix": prefix}
-        logits, past = self._cached(prefix)
-        return logits, {"past": past, "prefix": prefix}
+        out = self._run(prefix, prefix, cache=use_cache)
+        return out.logits[:, -1], {"past": _cache_of(out) if use_cache else None, "prefix": prefix}
 
     def step(self, tokens: Tensor, state: dict) -> tuple[Tensor, dict]:
         prefix = torch.cat([state["prefix"], tokens], 1)
         if state["past"] is None:
-            return self.model(input_ids=prefix, use_cache=False).logits[:, -1], {**state, "prefix": prefix}
-        logits, past = self._cached(tokens, state["past"])
-        return logits, {"past": past, "prefix": prefix}
+            return self._run(prefix, prefix).logits[:, -1], {**state, "prefix": prefix}
+        out = self._run(tokens, prefix, state["past"], cache=True)
+        return out.logits[:, -1], {"past": _cache_of(out), "prefix": prefix}
 
 
 @MODELS.register("hf_seq2seq_lm", input_rank=2, domain="sequence", summary="a Hugging Face AutoModelForSeq2SeqLM (T5, BART ...; local "
