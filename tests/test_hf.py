@@ -175,6 +175,30 @@ def test_hidden_state_taps_feed_feature_and_relation_terms_and_their_gradient_re
     assert not dict(student.named_modules())[s_layer]._forward_hooks  # taps are removed with the task
 
 
+@pytest.mark.parametrize("arch", ["seq_decoder", "seq_encdec"])
+def test_the_bundled_sequence_models_have_the_same_hidden_state_taps(arch):
+    from gendistill.engine.task import DistillTask
+    from gendistill.models import create_model
+
+    data = _reverse()
+    torch.manual_seed(0)
+    student = create_model(arch, data.num_classes, data.input_shape, size="tiny")
+    teacher = create_model(arch, data.num_classes, data.input_shape, size="small").eval()
+    layer = "hidden" if arch == "seq_decoder" else "decoder_hidden"
+    pairs = {"student": f"{layer}.1", "teacher": f"{layer}.2"}
+    objective = build_objective([{"term": "fitnet", "layers": pairs, "regressor": "conv"}])
+    x, y = data.train.x[:8], data.train.y[:8]
+    frozen = FrozenTeacher(teacher, objective.teacher_layers)
+    h = frozen(x, torch.arange(8)).features[f"{layer}.2"]
+    real = x != PAD if arch == "seq_decoder" else x[:, data.src_len :] != PAD
+    assert h.shape == (8, 64, real.shape[1]) and torch.all(h.transpose(1, 2)[~real] == 0)
+    assert torch.all(h.transpose(1, 2)[real].abs().sum(-1) > 0)
+    task = DistillTask(student, objective, frozen)
+    task(Batch(x, y, torch.arange(8)))["fitnet"].backward()
+    assert float(student.embed.weight.grad.abs().sum()) > 0
+    assert torch.equal(greedy(teacher, x[:, : data.src_len]), greedy(teacher, x[:, : data.src_len], use_cache=False))
+
+
 def test_hf_feature_term_runs_through_the_lineage_with_a_live_teacher(tmp_path):
     pytest.importorskip("transformers")
     data = _reverse()

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from ..data import DatasetBundle, Split
 from ..errors import DataError
 from ..registry import DATASETS, MODELS
-from .hf import emit, tap_points, tapped
 from .models import Block, _dims
+from .taps import emit, tap_points, tapped
 from .tokenizer import BOS, PAD, Tokenizer
 
 

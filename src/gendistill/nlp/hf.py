@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import MODELS
+from .taps import emit, tap_points, tapped
 from .tokenizer import BOS, EOS, PAD
 
 
@@ -123,22 +124,6 @@ def _count_hidden(model: nn.Module, **inputs: Tensor) -> dict[str, int]:
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, use_cache=False)
     return {k: len(v) for k, v in out.items() if k.endswith("hidden_states") and v is not None}
-
-
-def tap_points(count: int) -> nn.ModuleList:
-    """``count`` identity modules: forward hooks on them (the feature taps) see the hidden states."""
-    return nn.ModuleList(nn.Identity() for _ in range(count))
-
-
-def tapped(points: nn.ModuleList) -> bool:
-    return any(p._forward_hooks for p in points)
-
-
-def emit(points: nn.ModuleList, states: tuple[Tensor, ...], mask: Tensor) -> None:
-    """Pass each hidden state ``(N, L, D)`` through its tap point as ``(N, D, L)``, padded positions zeroed."""
-    keep = mask[:, None, :].to(states[0].dtype)
-    for point, h in zip(points, states):
-        point(h.transpose(1, 2) * keep)
 
 
 @MODELS.register("hf_causal_lm", input_rank=2, domain="sequence", summary="a Hugging Face AutoModelForCausalLM (local path or a config "

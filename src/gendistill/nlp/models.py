@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import MODELS
+from .taps import emit, tap_points, tapped
 from .tokenizer import BOS, PAD
 
 SIZES = {"tiny": (32, 1, 2), "small": (64, 2, 4), "base": (128, 3, 4), "large": (256, 4, 8)}  # width, layers, heads
@@ -125,14 +126,18 @@ class DecoderLM(SeqModel):
         w, n, h = _dims(size, width, layers, heads)
         self._init_common(num_classes, input_shape, w, input_shape[0] + input_shape[1])
         self.blocks = nn.ModuleList([Block(w, h, dropout=dropout) for _ in range(n)])
+        self.hidden = tap_points(n + 1)
 
     def _run(self, tokens: Tensor, start: int, past: list | None) -> tuple[Tensor, list]:
         pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         h = self.embed(tokens) + self.pos(pos)
-        new = []
+        new, states = [], [h]
         for i, block in enumerate(self.blocks):
             h, kv = block(h, causal=past is None, past=None if past is None else (past[i], None))
             new.append(kv[0])
+            states.append(h)
+        if past is None and tapped(self.hidden):
+            emit(self.hidden, tuple(states), tokens != PAD)
         return self.head(self.ln_f(h)), new
 
     def forward(self, x: Tensor) -> Tensor:
@@ -162,6 +167,7 @@ class EncoderDecoder(SeqModel):
         self.encoder = nn.ModuleList([Block(w, h, dropout=dropout) for _ in range(n)])
         self.ln_enc = nn.LayerNorm(w)
         self.decoder = nn.ModuleList([Block(w, h, cross=True, dropout=dropout) for _ in range(n)])
+        self.encoder_hidden, self.decoder_hidden = tap_points(n + 1), tap_points(n + 1)
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor | None]:
         if src.shape[1] == 0:
@@ -170,17 +176,24 @@ class EncoderDecoder(SeqModel):
         pad = src == PAD
         pad[:, -1] = False  # an all-padding row still attends to one position
         mask = (~pad)[:, None, None, :]
+        states = [h]
         for block in self.encoder:
             h, _ = block(h, mask=mask)
+            states.append(h)
+        if tapped(self.encoder_hidden):
+            emit(self.encoder_hidden, tuple(states), ~pad)
         return self.ln_enc(h), mask
 
     def _decode(self, tokens: Tensor, start: int, memory: Tensor, mem_mask: Tensor, past: list | None):
         h = self.embed(tokens) + self.pos(torch.arange(start, start + tokens.shape[1], device=tokens.device))
-        new = []
+        new, states = [], [h]
         for i, block in enumerate(self.decoder):
             h, kv = block(h, causal=past is None, past=None if past is None else past[i], memory=memory,
                           mem_mask=mem_mask)
             new.append(kv)
+            states.append(h)
+        if past is None and tapped(self.decoder_hidden):
+            emit(self.decoder_hidden, tuple(states), tokens != PAD)
         return self.head(self.ln_f(h)), new
 
     def forward(self, x: Tensor) -> Tensor:
