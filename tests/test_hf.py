@@ -133,6 +133,24 @@ def test_a_tiny_t5_student_learns_from_a_tiny_t5_teacher_through_the_lineage(tmp
         assert k in g1
 
 
+def test_every_token_term_and_sequence_scheme_runs_with_a_t5_style_student(tmp_path):
+    pytest.importorskip("transformers")
+    import math
+
+    data = load_dataset("seq_sort", num_train=64, num_test=8, min_len=2, max_len=3, cache_topk=4)
+    runs = {"terms": dict(objective=CE + [{"term": "word_kd"}, {"term": "reverse_kl"}, {"term": "gkd_jsd"},
+                                          {"term": "tv"}]),
+            "seq_kd": dict(objective=CE, scheme={"name": "seq_kd", "beam": 3}),
+            "on_policy": dict(objective=CE + [{"term": "gkd_jsd"}], scheme={"name": "on_policy", "lam": 1.0})}
+    for name, kw in runs.items():
+        Lineage(student={"name": "hf_seq2seq_lm", "config": t5()}, generations=1, gen0_objective=CE, progress="off",
+                train={"epochs": 1, "batch_size": 32, "fidelity_samples": 0}, **kw).fit(data, out=tmp_path / name)
+        (row,) = rundir.read_history(rundir.gen_dir(tmp_path / name, 1))
+        assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0, row
+    assert {"train_word_kd", "train_reverse_kl", "train_gkd_jsd", "train_tv"} <= set(
+        rundir.read_history(rundir.gen_dir(tmp_path / "terms", 1))[0])
+
+
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
 def test_hidden_state_taps_feed_feature_and_relation_terms_and_their_gradient_reaches_the_student(kind):
     pytest.importorskip("transformers")

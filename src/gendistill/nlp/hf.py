@@ -121,8 +121,12 @@ def _cache_of(out: Any) -> Any:
 
 
 def _count_hidden(model: nn.Module, **inputs: Tensor) -> dict[str, int]:
+    """How many hidden states of each kind the model returns (one dummy forward in eval mode: no RNG drawn)."""
+    was = model.training
+    model.eval()
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, use_cache=False)
+    model.train(was)
     return {k: len(v) for k, v in out.items() if k.endswith("hidden_states") and v is not None}
 
 
