@@ -247,6 +247,10 @@ def test_sequence_classification_runs_born_again_generations_with_the_bundled_cl
     g = result.generations
     assert g[0]["test_acc"] > 0.6 and g[2]["agreement_teacher"] > 0.6 and g[2]["kl_teacher"] >= 0, g
     assert (tmp_path / "cls" / "gen2" / "model.safetensors").exists() and result.ensembles
+    with pytest.raises(ConfigError, match="model seq_decoder is for sequence datasets.*use seq_classifier"):
+        Lineage(student={"name": "seq_decoder"}, generations=0, progress="off").check(data)
+    with pytest.raises(ConfigError, match="model seq_classifier is for sequence_classification datasets"):
+        Lineage(student={"name": "seq_classifier"}, generations=0, progress="off").check(_reverse())
     with pytest.raises(ConfigError, match="vocabulary of 7 tokens"):
         Lineage(student={"name": "seq_classifier", "size": "tiny", "vocab_size": 7}, generations=0,
                 progress="off").check(data)

@@ -33,11 +33,12 @@ from ..nlp.cache import TopKTeacher
 from ..nlp.decoding import beam_search, greedy
 from ..nlp.models import is_sequence_model
 from ..nlp.tasks import SequenceBundle
-from ..registry import DOMAINS
+from ..registry import DOMAINS, MODELS
 from ..teachers import EnsembleTeacher, FrozenTeacher
 from . import Domain
 
 #: decoded metrics (exact match, valid, BLEU) are computed on at most this many items of a split
+FITS = "seq_decoder, seq_encdec, hf_causal_lm or hf_seq2seq_lm"
 DECODE_ITEMS = 512
 
 
@@ -92,10 +93,14 @@ class SequenceDomain(Domain):
 
     # ------------------------------------------------------------------------------------------ models
     def build_model(self, spec: Any, data: SequenceBundle) -> nn.Module:
+        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name in MODELS and MODELS.get(name).meta.get("domain") not in (None, self.name):
+            raise ConfigError(f"model {name} is for {MODELS.get(name).meta['domain']} datasets, not for sequence "
+                              f"tasks; use {FITS}")
         model = build_model(spec, data.num_classes, data.input_shape)
         if not is_sequence_model(model):
             raise ConfigError(f"{type(model).__name__} is not a sequence model (it has no start/step decoding); "
-                              "use seq_decoder or seq_encdec with a sequence dataset")
+                              f"use {FITS} with a sequence dataset")
         return model
 
     def check_model(self, spec: Any, data: SequenceBundle, where: str) -> nn.Module:

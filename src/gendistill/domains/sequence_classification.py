@@ -19,7 +19,7 @@ from ..data import DatasetBundle
 from ..engine.settings import TrainConfig
 from ..errors import ConfigError
 from ..models import build_model, create_model
-from ..registry import DOMAINS
+from ..registry import DOMAINS, MODELS
 from . import Domain
 from .classification import ClassificationBatches, ClassificationDomain
 
@@ -49,6 +49,9 @@ class SequenceClassificationDomain(ClassificationDomain):
         if isinstance(spec, (str, dict)):
             kw = {"name": spec} if isinstance(spec, str) else dict(spec)
             name = kw.pop("name")
+            if name in MODELS and MODELS.get(name).meta.get("domain") != self.name:
+                raise ConfigError(f"model {name} is for {MODELS.get(name).meta.get('domain', 'classification')} "
+                                  f"datasets, not token sequences with one label; use seq_classifier or hf_classifier")
             kw.setdefault("vocab_size", data.vocab_size)
             return create_model(name, data.num_classes, data.input_shape, **kw)
         return build_model(spec, data.num_classes, data.input_shape)
