@@ -9,7 +9,8 @@ log-probs), sequence-level KD (teacher beam-4 outputs), and word-level KD plus a
 last hidden state (hidden-state taps ``decoder_hidden.1`` <- ``decoder_hidden.2``, a linear regressor; the
 teacher runs live). Reported on the test split, final epoch: exact match of greedy outputs, per-token
 top-1 agreement and KL(teacher || student) on reference prefixes, sequence agreement (greedy output equals the
-teacher's). Mean and 95% Student-t CI over seeds.
+teacher's); for a task with several correct outputs (``seq_translit``) also *valid* (the greedy output is one
+of them) and the same for beam 4. Mean and 95% Student-t CI over seeds.
 
 Classification (``--classify``): ``seq_label`` (``--label-task``), a BERT-style teacher (hidden 64, 2 layers)
 and born-again generations 1-2 of a GPT-2-style student (n_embd 32, 1 layer), each taught by the previous
@@ -92,8 +93,12 @@ def seq2seq(args) -> dict:
     print(f"\n{data.name} ({args.num_train} train / 256 test), seeds {args.seeds}; teacher T5-style d_model 64, "
           f"2+2 layers, {args.teacher_epochs} epochs; students d_model 32, 1+1 layer, {args.epochs} epochs; "
           f"AdamW lr {args.lr}, batch 64; {machine()}\n")
-    return table(rows, KEYS, ["model", "params", "exact %", "token acc %", "agree(t) tok %", "KL(t||s) tok",
-                              "seq agree(t) %"])
+    if data.accepts is None:
+        return table(rows, KEYS, ["model", "params", "exact %", "token acc %", "agree(t) tok %", "KL(t||s) tok",
+                                  "seq agree(t) %"])
+    return table(rows, ["test_valid", "test_beam_valid"] + KEYS,  # several correct outputs per source
+                 ["model", "params", "valid %", "beam-4 valid %", "exact %", "token acc %", "agree(t) tok %",
+                  "KL(t||s) tok", "seq agree(t) %"])
 
 
 def classify(args) -> dict:
