@@ -23,8 +23,9 @@ import time
 
 import torch
 from _common import final_json, machine
+from kd_overhead import plain_loop as plain
 from torch.profiler import ProfilerActivity, profile
-from vs_handwritten import T, plain
+from vs_handwritten import T
 
 from gendistill.data import load_dataset
 from gendistill.domains.classification import batches
