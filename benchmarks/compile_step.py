@@ -20,11 +20,10 @@ import statistics
 import time
 
 import torch
-from _common import final_json, machine, print_table
+from _common import final_json, machine, mnist1d_teacher, print_table
 from kd_overhead import plain_loop
 from vs_handwritten import T, bootstrap_ci
 
-from gendistill.data import load_dataset
 from gendistill.domains.classification import batches
 from gendistill.engine import DistillTask, TrainConfig, Trainer, seed_everything
 from gendistill.knowledge import build_objective
@@ -43,14 +42,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.epochs, args.num_samples = 2, 2, 1000
 
-    data = load_dataset("mnist1d", num_samples=args.num_samples)
+    data, teacher, logits = mnist1d_teacher(args.num_samples)
     x, y = data.train.x, data.train.y
-    seed_everything(1)
-    teacher = create_model("cnn1d", data.num_classes, data.input_shape, width=64).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        logits = teacher(x)
     cache = CachedTeacher.from_logits(FrozenTeacher(teacher), logits)
 
     def student():
