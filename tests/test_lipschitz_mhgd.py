@@ -3,10 +3,15 @@ spectral norm, and MHGD's two-stage procedure through the objective."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from gendistill.cli import app
+from gendistill.config import load_config
 from gendistill.errors import ConfigError
 from gendistill.knowledge import Batch, Outputs, build_objective, build_term
 from gendistill.knowledge.lipschitz import power_iteration_norm, transmitting_matrix
@@ -129,6 +134,7 @@ def _kl(gs, gt):
 
 
 def test_mhgd_by_hand_both_stages():
+    rng = np.random.default_rng(5)  # this test's own draws, whatever runs before it
     n, heads = 5, 2
     fs = [rng.normal(size=(n, 3, 4, 4)), rng.normal(size=(n, 4, 2, 2)), rng.normal(size=(n, 6))]
     ft = [rng.normal(size=(n, 3, 4, 4)), rng.normal(size=(n, 4, 2, 2)), rng.normal(size=(n, 6))]
@@ -138,7 +144,7 @@ def test_mhgd_by_hand_both_stages():
     with torch.no_grad():
         term(s, t, batch(n))  # materialise; widths agree, so no adapters
         for m in term.attention:  # non-trivial running statistics and batch-norm affines
-            for name, buf in [*m.named_buffers(), *((k, v) for k, v in m.named_parameters() if k.endswith("_g"))]:
+            for _, buf in [*m.named_buffers(), *((k, v) for k, v in m.named_parameters() if k.endswith("_g"))]:
                 buf.copy_(torch.tensor(rng.uniform(0.5, 1.5, size=buf.shape)))
     term.train()
     assert all(isinstance(a, torch.nn.Identity) for a in term.adapters)
@@ -153,9 +159,10 @@ def test_mhgd_by_hand_both_stages():
     mha = sum(np.mean(1.0 - np.sum(_estimate(vt[k + 1], vt[k], params[k], heads) * vt[k + 1], axis=1))
               for k in range(2))
     term.stage = 2
-    assert float(term(s, t, batch(n))) == pytest.approx(kl(True), rel=1e-4)  # default: batch statistics
+    # (KL of two close float32 softmaxes: about 1e-4 relative rounding)
+    assert float(term(s, t, batch(n))) == pytest.approx(kl(True), rel=1e-3)  # default: batch statistics
     term.statistics = "running"  # the reference's moving averages
-    assert float(term(s, t, batch(n))) == pytest.approx(kl(False), rel=1e-4)
+    assert float(term(s, t, batch(n))) == pytest.approx(kl(False), rel=1e-3)
     assert all(torch.equal(b, torch.tensor(params[k][name], dtype=torch.float32))
                for k, m in enumerate(term.attention) for name, b in m.named_buffers())  # stage 2 updates no stats
     term.stage = 1
@@ -209,3 +216,13 @@ def test_mhgd_errors():
     term, _ = build_term({"term": "mhgd", "layers": ["a", "b"]})
     with pytest.raises(RuntimeError, match="at least 2"):
         term(outs(1, a=np.ones((1, 2)), b=np.ones((1, 2))), outs(1, a=np.ones((1, 2)), b=np.ones((1, 2))), batch(1))
+
+
+@pytest.mark.parametrize("method", ["mhgd", "lipschitz_kd"])
+def test_example_config_and_listing(method):
+    cfg = load_config(Path(__file__).parents[1] / "examples" / "methods" / f"{method}.yaml")
+    objective = build_objective(cfg.objective)
+    assert objective.names == ["ce", method]
+    assert objective.student_layers == ["layer1", "layer2", "layer3"]
+    out = CliRunner().invoke(app, ["list", "methods"]).output
+    assert method in out and {"mhgd": "Lee & Song 2019", "lipschitz_kd": "Shang"}[method] in out
