@@ -213,6 +213,8 @@ def test_mhgd_errors():
                      ({"layers": ["a", "b"], "statistics": "moving"}, "statistics")):
         with pytest.raises(ConfigError, match=msg):
             build_term({"term": "mhgd", **bad})
+    with pytest.raises(ConfigError, match="weight must be > 0"):  # stage 1 would have nothing to train
+        build_objective([{"term": "ce"}, {"term": "mhgd", "weight": 0, "layers": ["a", "b"]}])
     term, _ = build_term({"term": "mhgd", "layers": ["a", "b"]})
     with pytest.raises(RuntimeError, match="at least 2"):
         term(outs(1, a=np.ones((1, 2)), b=np.ones((1, 2))), outs(1, a=np.ones((1, 2)), b=np.ones((1, 2))), batch(1))

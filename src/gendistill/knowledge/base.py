@@ -111,6 +111,12 @@ class Objective(nn.Module):
         self.names = names
         self.stage: int | None = None  # 1 or 2 while a two-stage term is scheduled, else None (joint)
         self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
+        first = [t for t, w in zip(self.terms, self.weights) if t.procedure in ("two_stage", "pretrain")]
+        if first and all(w == 0.0 for t, w in zip(self.terms, self.weights) if t in first):
+            raise ValueError(
+                f"{first[0].name} trains alone in its first stage (procedure: two_stage), so its weight must be "
+                "> 0; give it a weight, or procedure: joint to log it without training on it"
+            )
         staged = [t for t in self.terms if t.procedure == "two_stage"]
         if staged and len(staged) == len(self.terms):
             raise ValueError(

@@ -238,9 +238,11 @@ def embed_samples(f: Tensor) -> Tensor:
     return F.normalize(v, dim=1)
 
 
-def _linear_bn(x: Tensor, p: dict[str, Tensor], key: str, bn: dict[str, Tensor], train: bool) -> Tensor:
+def _linear_bn(x: Tensor, p: dict[str, Tensor], key: str, bn: dict[str, Tensor] | None, train: bool) -> Tensor:
+    """Linear then batch norm; ``bn=None``: the batch's own statistics, no running statistics updated."""
     h = F.linear(x, p[f"{key}_w"], p[f"{key}_b"])
-    return F.batch_norm(h, bn[f"{key}_mean"], bn[f"{key}_var"], p[f"{key}_g"], p[f"{key}_beta"], train, 0.1, 1e-5)
+    mean, var = (None, None) if bn is None else (bn[f"{key}_mean"], bn[f"{key}_var"])
+    return F.batch_norm(h, mean, var, p[f"{key}_g"], p[f"{key}_beta"], train or bn is None, 0.1, 1e-5)
 
 
 class MHAPair(LazyModuleMixin, nn.Module):
@@ -278,9 +280,10 @@ class MHAPair(LazyModuleMixin, nn.Module):
                 w.materialize((out, inp), device=cur.device, dtype=torch.float32)
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))
                 b.materialize((out,), device=cur.device, dtype=torch.float32)
-                nn.init.uniform_(b, -1 / math.sqrt(inp), 1 / math.sqrt(inp)) if k != "e1" else b.zero_()
-                if k == "e1":
+                if k == "e1":  # the reference's zero bias on the estimator's output layer
+                    b.zero_()
                     continue
+                nn.init.uniform_(b, -1 / math.sqrt(inp), 1 / math.sqrt(inp))
                 for name, fill in (("g", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0)):
                     t = getattr(self, f"{k}_{name}")
                     t.materialize((out,), device=cur.device, dtype=torch.float32)
@@ -296,11 +299,9 @@ class MHAPair(LazyModuleMixin, nn.Module):
         parameters detached, running statistics not updated, and batch norm on the batch's own statistics
         (``statistics="batch"``) or on the running ones (``"running"``)."""
         p, bn = self._params(frozen)
+        train = self.training
         if frozen:
-            train = statistics == "batch"
-            bn = {k: v.clone() for k, v in bn.items()} if train else bn  # batch statistics, no update
-        else:
-            train = self.training
+            bn, train = (None, True) if statistics == "batch" else (bn, False)
         n, h = cur.shape[0], self.heads
         s = _linear_bn(cur, p, "s", bn, train).reshape(n, -1, h).permute(2, 0, 1)  # (H, N, D2)
         r = _linear_bn(prev, p, "r", bn, train).reshape(n, -1, h).permute(2, 1, 0)  # (H, D2, N)
