@@ -84,17 +84,19 @@ class LipschitzKD(KnowledgeTerm):
 
     ``L = sum_p 2^-(P + 1 - p) mean_n ( sigma(TM_s^p[n]) - sigma(TM_t^p[n]) )^2``
 
-    This is the authors' code (``42Shawn/LONDON``, ``distiller_london.py``): per-sample transmitting
-    matrices of consecutive feature maps, 10 power iterations, the mean squared difference per block,
-    weights ``1/2^(P+1-p)`` (the last block 1/2, each earlier one half the next). In that code the student's
+    This is the authors' code (``42Shawn/LONDON``, ``CIFAR-100/distiller_london.py``, pinned in
+    ``tests/test_reference_values.py``): per-sample transmitting matrices of consecutive feature maps, 10
+    power iterations with the gradient kept, the mean squared difference per block, weights ``1/2^(P+1-p)``
+    (the last block 1/2, each earlier one half the next). (Their ImageNet copy runs 5 iterations from a ones
+    vector inside ``torch.no_grad()``, which leaves the loss without a gradient; not followed.) In that code the student's
     features first pass through Overhaul's connectors (a 1x1 convolution and batch norm to the teacher's
     channels, trained with the student); here the same connector is learned where the channel counts differ
     (``adapter: auto``), and the paper's other term (Overhaul's feature loss, or KD) is a separate term of
     the objective. The authors tap pre-ReLU features; tap what the model exposes.
 
     What is approximated: the network's Lipschitz constant is bounded by the product of its blocks'; each
-    block's is replaced by the spectral norm of the linear map between its input and output features
-    measured on the batch (the transmitting matrix), not by the norm of the layer weights, and that norm by
+    block's is replaced by the spectral norm of its transmitting matrix, the correlation of its input and
+    output features measured on each sample, not by the norm of the layer weights, and that norm by
     a finite power iteration (an estimate from below; ``tests/test_lipschitz_mhgd.py`` checks it against
     ``torch.linalg.matrix_norm(ord=2)``). Not computed: a weight-based bound (the product of the conv/linear
     layers' spectral norms), which is not what the authors' code distils.
