@@ -159,10 +159,11 @@ def test_mhgd_by_hand_both_stages():
     mha = sum(np.mean(1.0 - np.sum(_estimate(vt[k + 1], vt[k], params[k], heads) * vt[k + 1], axis=1))
               for k in range(2))
     term.stage = 2
-    # (KL of two close float32 softmaxes: about 1e-4 relative rounding)
-    assert float(term(s, t, batch(n))) == pytest.approx(kl(True), rel=1e-3)  # default: batch statistics
+    # (a KL of two close float32 softmaxes, about 3e-4 here, cancels terms of order 1: its rounding is absolute,
+    # a few 1e-7, and depends on the thread count's summation order)
+    assert float(term(s, t, batch(n))) == pytest.approx(kl(True), rel=1e-3, abs=2e-6)  # default: batch statistics
     term.statistics = "running"  # the reference's moving averages
-    assert float(term(s, t, batch(n))) == pytest.approx(kl(False), rel=1e-3)
+    assert float(term(s, t, batch(n))) == pytest.approx(kl(False), rel=1e-3, abs=2e-6)
     assert all(torch.equal(b, torch.tensor(params[k][name], dtype=torch.float32))
                for k, m in enumerate(term.attention) for name, b in m.named_buffers())  # stage 2 updates no stats
     term.stage = 1
