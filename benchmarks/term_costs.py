@@ -204,7 +204,8 @@ def main() -> None:
 
     runs = {name: make_run(spec) for name, spec in specs.items()}
     steps = args.epochs * -(-len(data.train.y) // args.batch_size)
-    labels = {n: " + ".join(f"{s['term']}" for s in specs[n]) for n in specs}
+    labels = {n: " + ".join((f"{s['weight']:g}*" if s.get("weight", 1) != 1 else "") + s["term"] for s in specs[n])
+              for n in specs}
     rows, result = ratio_rows(time_runs(runs, args.rounds, dict.fromkeys(runs, steps)), labels)
     for n in result:
         result[n]["objective"] = specs[n]
