@@ -349,6 +349,12 @@ def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
     assert saved["generations"][1]["per_task"]["sort"]["test_exact"] == bam["per_task"]["sort"]["test_exact"]
     table = result.table()
     assert "per task" in table and all(t in table for t in tasks.split(","))
+    from gendistill.analysis.stats import aggregate_summaries
+    from gendistill.analysis.tables import lineage_table
+
+    over_seeds = aggregate_summaries([saved, saved], seeds=[0, 1])  # per-task figures aggregate like any other
+    assert over_seeds["generations"][1]["per_task"]["add"]["test_exact"]["mean"] == bam["per_task"]["add"]["test_exact"]
+    assert "per task" in lineage_table(over_seeds)
     from gendistill.analysis.report import write_report
 
     _, md = write_report(tmp_path / "bam")
