@@ -4,14 +4,16 @@ Per seed, through the one lineage engine (Python API, each run written to ``--ou
 ``summary.json``): three single-task teachers (``seq_multi`` with ``only: <task>``, ``--teacher-size``), then a
 multi-task student (``--student-size``, all tasks at once):
 
-* ``multi-task (labels)``: generation 0, token CE on the gold labels;
+* ``multi-task (labels)``: generation 0, token CE on the gold labels; and the same from generation 1's
+  initialisation and data order (every generation-1 row below starts from it), so the comparison is paired;
 * ``BAM, teacher annealing``: generation 1 of scheme ``bam`` with the single-task teacher files (gold weight
   0 -> 1 over training; Clark et al. 2019);
 * ``BAM, no annealing``: the same with ``anneal: false`` (teacher targets only);
 * ``born-again multi-task gen1/gen2``: scheme ``bam`` without teacher files: each generation is taught by the
   previous one, generation 0 being the multi-task student from labels (with annealing).
 
-Every student run starts from the same generation-0 student (given as the lineage's teacher file). Reported per
+Every student run shares the same generation-0 student (given as the lineage's teacher file); runs are resumed
+from ``--out`` when they are there. Reported per
 task on that task's test items, from the runs' ``per_task`` figures: exact match of greedy outputs, token
 accuracy on reference prefixes, and fidelity against the task's own single-task teacher (per-token top-1
 agreement and KL(teacher || student)); for rows whose lineage teacher is not the single-task teachers (labels,
@@ -53,7 +55,7 @@ def run_seed(seed: int, args, out: Path) -> dict[str, dict[str, list[dict]]]:
     for task in TASKS.split(","):
         one = load_dataset("seq_multi", tasks=TASKS, only=task, num_train=args.num_train, num_test=args.num_test)
         r = Lineage(student={"name": "seq_decoder", "size": args.teacher_size}, generations=0, gen0_objective=CE,
-                    train=train, progress="off", seed=seed).fit(one, out=out / f"teacher-{task}")
+                    train=train, progress="off", seed=seed).fit(one, out=out / f"teacher-{task}", resume=True)
         g = r.generations[0]
         rows.setdefault(f"single-task teacher ({args.teacher_size})", {})[task] = {
             "test_exact": g["test_exact"], "test_token_acc": g["test_token_acc"], "agree_own": 1.0, "kl_own": 0.0,
@@ -77,13 +79,16 @@ def run_seed(seed: int, args, out: Path) -> dict[str, dict[str, list[dict]]]:
                                                "agree_own": fid["agreement"], "kl_own": fid["kl"],
                                                "params": rec["params"]}
 
-    bam = bam.fit(data, out=out / "bam")
+    bam = bam.fit(data, out=out / "bam", resume=True)
     gen0 = out / "bam" / "gen0" / "model.safetensors"
     add(f"multi-task student ({args.student_size}, labels)", bam, 0)
+    labels = Lineage(**base, generations=1).fit(data, teacher=gen0, out=out / "labels-gen1", resume=True)
+    add("multi-task student (labels), BAM's initialisation", labels, 1)
     add("BAM, teacher annealing", bam, 1)
     flat = Lineage(**base, generations=1, scheme={"name": "bam", "teachers": paths, "anneal": False})
-    add("BAM, no annealing", flat.fit(data, teacher=gen0, out=out / "bam-no-anneal"), 1)
-    ban = Lineage(**base, generations=2, scheme={"name": "bam"}).fit(data, teacher=gen0, out=out / "born-again")
+    add("BAM, no annealing", flat.fit(data, teacher=gen0, out=out / "bam-no-anneal", resume=True), 1)
+    ban = Lineage(**base, generations=2, scheme={"name": "bam"}).fit(data, teacher=gen0, out=out / "born-again",
+                                                                    resume=True)
     add("born-again multi-task gen1", ban, 1)
     add("born-again multi-task gen2", ban, 2)
     return rows

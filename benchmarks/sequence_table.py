@@ -145,7 +145,7 @@ def print_rows(rows: dict[str, list[dict]], meta: dict) -> None:
             out[name][k] = s
             scale = 100.0 if k not in ("kl_teacher", "test_bleu", "test_chrf", "speedup") else 1.0
             digits = 1 if scale == 100.0 or k in ("test_bleu", "test_chrf") else 2 if k == "speedup" else 3
-            half = (s["ci95"][1] - s["ci95"][0]) / 2
+            half = 0.0 if s["ci95"] is None else (s["ci95"][1] - s["ci95"][0]) / 2  # one seed: no interval
             cells.append(f"{s['mean'] * scale:.{digits}f} ± {half * scale:.{digits}f}")
         print("| " + " | ".join(cells) + " |")
     final_json({**meta, "rows": out})

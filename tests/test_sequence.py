@@ -329,7 +329,7 @@ def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
     assert [round(h["train_gold_weight"], 3) for h in history] == [0.0, 1.0] and result.generations[1]["test_nll"] > 0
     # the teacher column names the single-task teachers by task, and fidelity is against each item's own teacher
     bam = result.generations[1]
-    assert bam["teacher"] == "single-task teachers (" + ", ".join(f"{t}: {p}" for t, p in zip(tasks.split(","), paths)) + ")"
+    assert bam["teacher"] == "single-task teachers (" + ", ".join(f"{t}: {tmp_path / t}/gen0" for t in tasks.split(",")) + ")"
     assert data.test.groups.tolist() == [0] * 8 + [1] * 8 + [2] * 8
     domain, student = SequenceDomain(), result.models[1]
     pred = domain.predict(student, data.test)

@@ -14,7 +14,8 @@ student starts by imitating its teachers and ends on the gold labels (``anneal: 
 file's architecture is read from its metadata (``model_spec``, written by ``gendistill run``). Without
 ``teachers``, the lineage's teacher of the generation teaches every task (born-again multi-task generations).
 
-With ``teachers``, the tables name them (``single-task teachers (reverse: <file>, ...)``) and every
+With ``teachers``, the tables name them (``single-task teachers (reverse: <file>, ...)``, a run's
+``.../gen0/model.safetensors`` shown as ``.../gen0``) and every
 generation's fidelity (``agreement_teacher``, ``kl_teacher``; per task in ``per_task``) is measured against
 each item's own task teacher (:class:`TaskRouter`), not against an earlier generation.
 """
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import rundir
 from ..engine.checkpoint import load_model
 from ..engine.task import StudentTask
 from ..errors import ConfigError
@@ -131,7 +133,8 @@ def _outside(gen: int, data, teachers: list[str] | None = None, anneal: bool = T
         return None
     names = list(getattr(data, "group_names", ()) or ())
     names = names if len(names) == len(teachers) else [f"task{k}" for k in range(len(teachers))]
-    label = "single-task teachers (" + ", ".join(f"{n}: {p}" for n, p in zip(names, teachers)) + ")"
+    short = [p.removesuffix("/" + rundir.MODEL) for p in teachers]  # a run's gen<k>/model.safetensors: gen<k>
+    label = "single-task teachers (" + ", ".join(f"{n}: {p}" for n, p in zip(names, short)) + ")"
     return OutsideTeachers(label, lambda d: freeze(TaskRouter(_load_teachers(teachers, d), d.group_of)))
 
 
