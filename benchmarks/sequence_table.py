@@ -5,8 +5,8 @@ the references; then students (``--student-size``, from scratch, all with the sa
 order) given that teacher as generation 0: from labels only (token CE), word-level KD (cached teacher log-probs), sequence-level KD (teacher beam-4 outputs), sequence-level
 interpolation, on-policy GKD (lam 0.5, JSD beta 0.5); and born-again generations 1-3 of the student size (each
 taught by the previous one with token CE + word KD, generation 0 = the student from labels) and the ensemble
-of generations 1-3. Reported on the test split (final epoch): valid / exact / BLEU of greedy outputs and of
-beam-4 outputs, per-token agreement and KL(teacher || student) against the teacher, sequence agreement (the
+of generations 1-3. Reported on the test split (final epoch): valid / exact / BLEU / chrF of greedy outputs, valid /
+exact of beam-4 outputs, per-token agreement and KL(teacher || student) against the teacher, sequence agreement (the
 student's greedy output equals the teacher's), parameters and greedy decoding speed-up (tokens/s, KV cache,
 one CPU thread). Mean and 95% Student-t CI over seeds.
 
