@@ -28,6 +28,24 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}"
 
 
+def mnist1d_teacher(num_samples: int, width: int = 64):
+    """The MNIST-1D bundle, a frozen random ``cnn1d`` teacher (seed 1) and its logits on the training inputs,
+    as the loop benchmarks use them (the teacher's accuracy does not change a step's cost)."""
+    from gendistill.data import load_dataset
+    from gendistill.engine import seed_everything
+    from gendistill.models import create_model
+
+    data = load_dataset("mnist1d", num_samples=num_samples)
+    seed_everything(1)
+    teacher = create_model("cnn1d", data.num_classes, data.input_shape, width=width).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        x = data.train.x
+        logits = torch.cat([teacher(x[i : i + 1024]) for i in range(0, len(x), 1024)])
+    return data, teacher, logits
+
+
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))

@@ -33,7 +33,8 @@ EXAMPLES = ROOT / "examples" / "methods"
 
 # Baselines first, then the catalogue in the order of docs/methods.md.
 METHODS = ["ce", "kd", "dkd", "dist", "fitnet", "at", "fsp", "nst", "vid",
-           "rkd_distance", "rkd_angle", "rkd", "sp", "pkt", "cc", "crd", "irg", "graph_kd"]
+           "rkd_distance", "rkd_angle", "rkd", "sp", "pkt", "cc", "crd", "irg", "graph_kd", "mhgd",
+           "lipschitz_kd"]
 TEACHER = {"name": "cnn2d", "width": 32}
 STUDENT = {"name": "cnn2d", "width": 8}
 LABELS = {"ce": "ce (labels only, baseline)", "kd": "kd (baseline)"}

@@ -22,12 +22,11 @@ import statistics
 import time
 
 import torch
-from _common import final_json, machine
+from _common import final_json, machine, mnist1d_teacher
 from kd_overhead import plain_loop as plain
 from torch.profiler import ProfilerActivity, profile
 from vs_handwritten import T
 
-from gendistill.data import load_dataset
 from gendistill.domains.classification import batches
 from gendistill.engine import DistillTask, TrainConfig, Trainer, seed_everything
 from gendistill.knowledge import build_objective
@@ -49,14 +48,8 @@ def main() -> None:
     if args.quick:
         args.num_samples, args.epochs, args.rounds, args.top = 1000, 1, 1, 5
 
-    data = load_dataset("mnist1d", num_samples=args.num_samples)
+    data, teacher, teacher_logits = mnist1d_teacher(args.num_samples)
     x, y = data.train.x, data.train.y
-    seed_everything(1)
-    teacher = create_model("cnn1d", data.num_classes, data.input_shape, width=64).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        teacher_logits = teacher(x)
     cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, fidelity_samples=0, device="cpu")
     cache = CachedTeacher.from_logits(FrozenTeacher(teacher), teacher_logits)
     objective, make_teacher = {"student": ("ce", lambda: None), "cached": ("ban+l", lambda: cache),

@@ -24,10 +24,9 @@ import statistics
 import time
 
 import torch
-from _common import final_json, machine, print_table
+from _common import final_json, machine, mnist1d_teacher, print_table
 from kd_overhead import plain_loop
 
-from gendistill.data import load_dataset
 from gendistill.domains.classification import batches
 from gendistill.engine import DistillTask, TrainConfig, Trainer, seed_everything
 from gendistill.knowledge import build_objective
@@ -56,14 +55,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.epochs, args.num_samples = 3, 1, 1000
 
-    data = load_dataset("mnist1d", num_samples=args.num_samples)
+    data, teacher, teacher_logits = mnist1d_teacher(args.num_samples, args.teacher_width)
     x, y = data.train.x, data.train.y
-    seed_everything(1)
-    teacher = create_model("cnn1d", data.num_classes, data.input_shape, width=args.teacher_width).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        teacher_logits = torch.cat([teacher(x[i : i + 1024]) for i in range(0, len(x), 1024)])
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=3e-3, fidelity_samples=0, device="cpu")
 
     def student():

@@ -14,6 +14,9 @@ dependency. Sources, by commit:
   (``torchdistill/losses/mid_level.py`` DISTLoss, CCKDLoss)
 * Knowledge-Distillation-Zoo: AberHu/Knowledge-Distillation-Zoo @ 65470c846c1300d555815da26999cbe2b51fc815
   (``kd_losses/irg.py`` IRG; the IRG authors' own code is Caffe)
+* LONDON: 42Shawn/LONDON @ 8dfe296abc5449f483e58fb76012d4eb071dcf5c (``CIFAR-100/distiller_london.py``
+  ``Distiller.transmitting_matrix`` and ``top_eigenvalue``, called on the tensors, summed with the weights of
+  its ``forward`` loop; 500 power iterations, since its start vector is unseeded ``torch.rand``)
 * Tf-KD: yuanli2333/Teacher-free-Knowledge-Distillation @ 880a74ec5ac1d6641a14a3393df23a16f45b460a
   (``my_loss_function.py`` loss_kd_regularization, its KL part, with ``.cuda()`` dropped)
 
@@ -58,6 +61,7 @@ REF = {
     'tf_kd_T2_m1': 0.1286766678094864,
     'irg_kdzoo': 1.741839051246643,
     'irg_kdzoo_edge_only': 0.04693620279431343,
+    'lipschitz_london_500it': 0.12554499506950378,
 }
 
 # Terms with no reference implementation to pin against, and why (every other registered term is pinned).
@@ -68,6 +72,9 @@ NO_REFERENCE = {
     "kd_universe": "Tang et al. 2020 analysis terms; no reference code released",
     "kd_domain": "Tang et al. 2020 analysis terms; no reference code released",
     "kd_instance": "Tang et al. 2020 analysis terms; no reference code released",
+    "mhgd": "the authors' code (sseung0703/KD_methods_with_TF, nets/Relation.py) is TensorFlow 1 with tf.contrib, "
+            "which does not run on a current TensorFlow and is not installed here: the attention graphs, the "
+            "estimator loss and the KL are hand-computed from the term's parameters in tests/test_lipschitz_mhgd.py",
     "graph_kd": "Lassance et al. 2020 released no code; the one public PyTorch copy found does not run "
                 "(isinstance called with one argument): hand-checked in tests/test_graph_terms.py",
     # the sequence and policy terms are checked by hand in their domains' tests; not yet pinned against TRL's GKD
@@ -83,7 +90,7 @@ NO_REFERENCE = {
 }
 
 PINNED = {"kd", "dkd", "dist", "fitnet", "at", "nst", "fsp", "vid", "rkd", "rkd_distance", "rkd_angle", "sp",
-          "pkt", "cc", "crd", "tf_kd", "irg"}
+          "pkt", "cc", "crd", "tf_kd", "irg", "lipschitz_kd"}
 
 
 def make_inputs() -> dict:
@@ -107,6 +114,8 @@ def make_inputs() -> dict:
         # IRG: maps whose later layer has twice the channels (the reference halves them), then embeddings
         "irg_s1": a(8, 3, 6, 6), "irg_s2": a(8, 6, 3, 3), "irg_sf": a(8, 5),
         "irg_t1": a(8, 4, 6, 6), "irg_t2": a(8, 8, 3, 3), "irg_tf": a(8, 7),
+        # LONDON: a third map after fsp_s2 / fsp_t2 (three layers, two blocks)
+        "lon_s3": a(8, 5, 3, 3), "lon_t3": a(8, 5, 3, 3),
     }
 
 
@@ -257,3 +266,12 @@ def test_irg_equals_knowledge_distillation_zoo():
     close(value(spec, s, te), "irg_kdzoo", rel=1e-5)
     close(value({**spec, "vertex_weight": 0.0, "edge_weight": 1.0, "transform_weight": 0.0}, s, te),
           "irg_kdzoo_edge_only", rel=1e-5)
+
+
+def test_lipschitz_kd_equals_london():
+    # LONDON's spectral loss: per block, mse_loss over the batch of the two spectral norms, weights 1/4, 1/2;
+    # equal channel counts, so no connector here (the reference's Overhaul connectors are learned, outside this)
+    s = outs("zs", a="fsp_s1", b="fsp_s2", c="lon_s3")
+    te = outs("zt", a="fsp_t1", b="fsp_t2", c="lon_t3")
+    spec = {"term": "lipschitz_kd", "layers": ["a", "b", "c"], "iterations": 500}
+    close(value(spec, s, te), "lipschitz_london_500it", rel=1e-5)

@@ -131,6 +131,9 @@ class _EpochSums:
         self.items = 0
         self.scored_items = 0
         self.has_logits = False
+        # class logits (2-D) are scored in chunks: one argmax over many batches instead of one per step
+        self.pending: list[tuple[Tensor, Tensor]] = []
+        self.pending_numel = 0
 
     @torch.no_grad()  # no graph, so no detach per part
     def add(self, parts: dict[str, Tensor], logits: Tensor | None, batch: Batch) -> None:
@@ -142,16 +145,29 @@ class _EpochSums:
             self.names, self.acc = names, torch.zeros(len(names), device=self.device)
         self.acc.add_(torch.stack(tuple(parts.values())).float(), alpha=n)
         if logits is not None:
-            y = batch.y
-            hit = logits.argmax(-1) == y
-            if logits.ndim > 2:  # sequences: real positions only
-                real = y != -100
-                self.correct.add_((hit & real).sum())
-                self.scored.add_(real.sum())
-            else:
-                self.correct.add_(hit.sum())
-                self.scored_items += n  # counted on the host: one op less per step
             self.has_logits = True
+            y = batch.y
+            if logits.ndim == 2:  # classes: scored later, many batches at once (exact integer counts)
+                self.pending.append((logits.detach(), y))  # y: sources yield fresh label tensors
+                self.pending_numel += logits.numel()
+                self.scored_items += n  # counted on the host
+                if self.pending_numel >= self.PENDING_NUMEL:
+                    self._score()
+                return
+            hit = logits.argmax(-1) == y
+            real = y != -100  # sequences: real positions only
+            self.correct.add_((hit & real).sum())
+            self.scored.add_(real.sum())
+
+    PENDING_NUMEL = 1 << 18  # logits held before scoring (1 MB of float32)
+
+    def _score(self) -> None:
+        if not self.pending:
+            return
+        logits = torch.cat([z for z, _ in self.pending]) if len(self.pending) > 1 else self.pending[0][0]
+        y = torch.cat([t for _, t in self.pending]) if len(self.pending) > 1 else self.pending[0][1]
+        self.correct.add_((logits.argmax(-1) == y).sum())
+        self.pending, self.pending_numel = [], 0
 
     def _fold(self) -> None:
         if self.names is None or self.acc is None:
@@ -162,6 +178,7 @@ class _EpochSums:
     def row(self, world: int) -> dict[str, Any]:
         """``train_<part>`` means over the epoch's items and ``train_acc`` (one collective under DDP)."""
         self._fold()
+        self._score()
         names = list(self.sums)
         scored = self.scored + self.scored_items
         packed = torch.stack([self.sums[k] for k in names] + [self.correct.float(), scored.float(),

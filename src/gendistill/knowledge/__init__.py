@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..registry import METHODS
 from . import ablations as ablations  # noqa: F401  (registers ablation terms)
-from . import feature, graph, relation, response, response_extra  # noqa: F401  (registers terms)
+from . import feature, graph, lipschitz, relation, response, response_extra  # noqa: F401  (registers terms)
 from .base import Batch, KnowledgeTerm, Objective, Outputs
 from .response import KD, CrossEntropy
 from .taps import FeatureTap

@@ -63,8 +63,10 @@ class KnowledgeTerm(nn.Module):
     student_layers: tuple[str, ...] = ()
     teacher_layers: tuple[str, ...] = ()
     # "two_stage": the term alone trains the first stage1_epochs(E) epochs, and drops out after (FSP, FitNets);
-    # see Objective.on_epoch_start
+    # "pretrain": the term alone trains the first stage1_epochs(E) epochs, then every term with it (MHGD's
+    # attention network); see Objective.on_epoch_start
     procedure: str = "joint"
+    stage: int | None = None  # set by Objective.on_epoch_start: 1 or 2 while staged, else None
 
     def stage1_epochs(self, epochs: int) -> int:
         """Epochs of the first stage of a two-stage term, given the run's epochs. Default: none."""
@@ -86,8 +88,10 @@ class Objective(nn.Module):
     Two-stage terms (``procedure == "two_stage"``: FSP by default, FitNets as an option) split the run: once
     the task forwards ``on_epoch_start``, the first ``max_i stage1_epochs(E)`` epochs train on those terms
     alone (the others are computed and logged with weight 0), and the remaining epochs on the other terms
-    alone (the two-stage terms are logged, not trained on). Without ``on_epoch_start`` (a scheme that does
-    not forward it) every term is joint.
+    alone (the two-stage terms are logged, not trained on). Pre-training terms (``procedure == "pretrain"``:
+    MHGD) take part in stage 1 alone like the two-stage ones and stay in stage 2 with the other terms; each
+    term's ``stage`` attribute says which stage runs, so it can compute that stage's loss. Without
+    ``on_epoch_start`` (a scheme that does not forward it) every term is joint (``stage`` stays ``None``).
     """
 
     def __init__(self, terms: list[tuple[KnowledgeTerm, float]]):
@@ -107,6 +111,12 @@ class Objective(nn.Module):
         self.names = names
         self.stage: int | None = None  # 1 or 2 while a two-stage term is scheduled, else None (joint)
         self.teacher_scale = 1.0  # multiplies the weights of terms that read a teacher (train.kd_warmup_epochs)
+        first = [t for t, w in zip(self.terms, self.weights) if t.procedure in ("two_stage", "pretrain")]
+        if first and all(w == 0.0 for t, w in zip(self.terms, self.weights) if t in first):
+            raise ValueError(
+                f"{first[0].name} trains alone in its first stage (procedure: two_stage), so its weight must be "
+                "> 0; give it a weight, or procedure: joint to log it without training on it"
+            )
         staged = [t for t in self.terms if t.procedure == "two_stage"]
         if staged and len(staged) == len(self.terms):
             raise ValueError(
@@ -116,13 +126,16 @@ class Objective(nn.Module):
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Set the stage for epoch ``epoch`` (1-based) of ``epochs`` when a term runs two stages."""
-        first = max((t.stage1_epochs(epochs) for t in self.terms if t.procedure == "two_stage"), default=0)
+        first = max((t.stage1_epochs(epochs) for t in self.terms if t.procedure in ("two_stage", "pretrain")),
+                    default=0)
         self.stage = None if first == 0 else (1 if epoch <= first else 2)
+        for t in self.terms:
+            t.stage = self.stage
 
     def _weight(self, term: KnowledgeTerm, w: float) -> float:
-        if self.stage is None:
+        if self.stage is None or (term.procedure == "pretrain" and self.stage == 2):
             return w
-        staged = term.procedure == "two_stage"
+        staged = term.procedure in ("two_stage", "pretrain")
         return w if staged == (self.stage == 1) else 0.0
 
     @property

@@ -4,21 +4,35 @@
   of each listed layer's features) and the transformation between consecutive layers.
 * ``graph_kd``: graph knowledge distillation (Lassance et al. 2020): normalised cosine-similarity (k-NN)
   graphs of a layer's representations, matched between teacher and student; dimension-agnostic.
+* ``mhgd``: multi-head graph distillation (Lee & Song 2019): multi-head attention graphs between the
+  samples' embeddings at consecutive layers, learned on the teacher, matched by the student.
 
 Teacher features are detached; everything is computed in float32.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ..registry import METHODS
 from .base import Batch, KnowledgeTerm, Outputs
-from .feature import float32_forward, layer_pairs, pool_to, student_feature, teacher_feature, unique
+from .feature import (
+    LazyChannelMLP,
+    check_procedure,
+    float32_forward,
+    layer_pairs,
+    pool_to,
+    student_feature,
+    teacher_feature,
+    unique,
+)
 
 
 def _nonnegative(**values: float) -> None:
@@ -214,4 +228,227 @@ class GraphKD(KnowledgeTerm):
         return total / len(self.pairs)
 
 
-__all__ = ["IRG", "GraphKD", "irg_edges", "irg_transformation", "similarity_graph", "knn_mask"]
+# --------------------------------------------------------------------------------------------------------
+# MHGD (Lee & Song)
+
+
+def embed_samples(f: Tensor) -> Tensor:
+    """A unit vector per sample: ``(N, C, *S)`` averaged over positions, then L2-normalised, ``(N, C)``."""
+    v = f.reshape(f.shape[0], f.shape[1], -1).mean(dim=2)
+    return F.normalize(v, dim=1)
+
+
+def _linear_bn(x: Tensor, p: dict[str, Tensor], key: str, bn: dict[str, Tensor] | None, train: bool) -> Tensor:
+    """Linear then batch norm; ``bn=None``: the batch's own statistics, no running statistics updated."""
+    h = F.linear(x, p[f"{key}_w"], p[f"{key}_b"])
+    mean, var = (None, None) if bn is None else (bn[f"{key}_mean"], bn[f"{key}_var"])
+    return F.batch_norm(h, mean, var, p[f"{key}_g"], p[f"{key}_beta"], train or bn is None, 0.1, 1e-5)
+
+
+class MHAPair(LazyModuleMixin, nn.Module):
+    """MHGD's attention network for one pair of consecutive layers ``(prev, cur)`` of the teacher, sized
+    from the first call: ``D_`` = width of ``prev``, ``D`` = width of ``cur``, ``D2 = (D + D_) // 2`` per
+    head, ``De = (D_ + D) // 2`` in the estimator (the reference's sizes).
+
+    * :meth:`graph`: ``G[h, i, j] = <BN(W_s v_i)_h, BN(W_r u_j)_h>`` for ``v = cur``, ``u = prev`` (sender
+      and receiver: linear + batch norm to ``D2 * heads``, feature ``d * heads + h`` in head ``h``), ``(H, N, N)``;
+    * :meth:`estimate`: ``v^_i = normalize( W_1 concat_h sum_j softmax_j(G)[h, i, j] mask[h, i]
+      ReLU(BN(W_0 u_j)) )``, the current embeddings predicted from the previous layer's through the graph
+      (``mask`` drops about half the heads per sample at random in training, the reference's ``drop_head``).
+    """
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+        for k in ("s", "r", "e0"):
+            for part in ("w", "b", "g", "beta"):
+                self.register_parameter(f"{k}_{part}", UninitializedParameter())
+            self.register_buffer(f"{k}_mean", UninitializedBuffer())
+            self.register_buffer(f"{k}_var", UninitializedBuffer())
+        self.e1_w = UninitializedParameter()
+        self.e1_b = UninitializedParameter()
+
+    def initialize_parameters(self, cur: Tensor, prev: Tensor) -> None:
+        if not self.has_uninitialized_params():
+            return
+        d, d_ = cur.shape[1], prev.shape[1]
+        h, d2, de = self.heads, (d + d_) // 2, (d_ + d) // 2
+        dims = {"s": (d2 * h, d), "r": (d2 * h, d_), "e0": (de, d_), "e1": (d, de * h)}
+        with torch.no_grad():
+            for k, (out, inp) in dims.items():
+                w, b = getattr(self, f"{k}_w"), getattr(self, f"{k}_b")
+                w.materialize((out, inp), device=cur.device, dtype=torch.float32)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+                b.materialize((out,), device=cur.device, dtype=torch.float32)
+                if k == "e1":  # the reference's zero bias on the estimator's output layer
+                    b.zero_()
+                    continue
+                nn.init.uniform_(b, -1 / math.sqrt(inp), 1 / math.sqrt(inp))
+                for name, fill in (("g", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0)):
+                    t = getattr(self, f"{k}_{name}")
+                    t.materialize((out,), device=cur.device, dtype=torch.float32)
+                    t.fill_(fill)
+
+    def _params(self, frozen: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        p = {n: (v.detach() if frozen else v) for n, v in self.named_parameters()}
+        bn = {n: v for n, v in self.named_buffers()}
+        return p, bn
+
+    def graph(self, cur: Tensor, prev: Tensor, frozen: bool = False, statistics: str = "batch") -> Tensor:
+        """``(H, N, N)`` attention logits. ``frozen`` (the distillation stage's shared, fixed network):
+        parameters detached, running statistics not updated, and batch norm on the batch's own statistics
+        (``statistics="batch"``) or on the running ones (``"running"``)."""
+        p, bn = self._params(frozen)
+        train = self.training
+        if frozen:
+            bn, train = (None, True) if statistics == "batch" else (bn, False)
+        n, h = cur.shape[0], self.heads
+        s = _linear_bn(cur, p, "s", bn, train).reshape(n, -1, h).permute(2, 0, 1)  # (H, N, D2)
+        r = _linear_bn(prev, p, "r", bn, train).reshape(n, -1, h).permute(2, 1, 0)  # (H, D2, N)
+        return s @ r
+
+    def estimate(self, cur: Tensor, prev: Tensor, drop_heads: bool) -> Tensor:
+        p, bn = self._params(False)
+        n, h = cur.shape[0], self.heads
+        a = torch.softmax(self.graph(cur, prev), dim=-1)  # (H, N, N)
+        if drop_heads and self.training:
+            noise = torch.randn(h, n, 1, device=a.device)
+            a = a * (noise - noise.mean(dim=0, keepdim=True) > 0).float()
+        x = F.relu(_linear_bn(prev, p, "e0", bn, self.training))  # (N, De)
+        x = (a @ x).permute(1, 0, 2).reshape(n, -1)  # (N, H * De)
+        return F.normalize(F.linear(x, p["e1_w"], p["e1_b"]), dim=1)
+
+    def forward(self, cur: Tensor, prev: Tensor) -> Tensor:  # materialises the parameters
+        return self.graph(cur, prev)
+
+
+def _kl_rows(gs: Tensor, gt: Tensor) -> Tensor:
+    """``sum_{h,i} KL(softmax(gs[h, i]) || softmax(gt[h, i]))``, the reference's ``kld_loss``."""
+    ls, lt = F.log_softmax(gs, dim=-1), F.log_softmax(gt, dim=-1)
+    return (ls.exp() * (ls - lt)).sum()
+
+
+@METHODS.register(
+    "mhgd",
+    kind="relation",
+    paper="Lee & Song 2019, Graph-based Knowledge Distillation by Multi-head Attention Network (BMVC 2019, "
+    "arXiv:1907.02226)",
+)
+class MHGD(KnowledgeTerm):
+    """Multi-head graph distillation (Lee & Song 2019).
+
+    Each listed layer gives one unit vector per sample, ``v^l_i`` (the map averaged over positions,
+    L2-normalised). For each consecutive pair ``(l-1, l)`` an attention network learned on the *teacher*
+    (:class:`MHAPair`, ``heads`` heads) relates the batch's samples at layer ``l`` to those at ``l-1``:
+    ``G^l[h, i, j] = <BN(W_s v^l_i)_h, BN(W_r v^(l-1)_j)_h>``, a graph per head over the batch. It is trained
+    self-supervised: an estimator predicts ``v^l_i`` from the previous layer's vectors through the graph,
+    ``v^_i = normalize(W_1 concat_h sum_j softmax_j(G)[h,i,j] ReLU(BN(W_0 v^(l-1)_j)))``, with loss
+
+    ``L_mha = sum_l mean_i (1 - <v^_i, v^l_i>)``   (teacher vectors; trains the attention network only).
+
+    The student's graphs go through the same, fixed network (parameters detached; batch norm on each
+    batch's own statistics, see (4) below), both squashed by ``tanh``, and the student matches the teacher
+    row by row:
+
+    ``L_mhgd = sum_l sum_{h,i} KL( softmax_j tanh G_s^l[h,i,:] || softmax_j tanh G_t^l[h,i,:] )``
+
+    (KL from the student's graph, summed over heads and rows, as the reference's ``kld_loss``).
+
+    Procedure. ``procedure: two_stage`` (default, the paper's and the authors' code's): the first
+    ``stage1_epochs`` epochs train the attention network on ``L_mha`` alone (the student is not updated;
+    the authors: 40 epochs before 100 of distillation, so the default is ``max(1, round(2 E / 7))``); then
+    the student trains on the other terms plus ``L_mhgd`` (the term's value in each stage is that stage's
+    loss). ``procedure: joint`` (a gendistill variant): both from the first epoch, the term's value
+    ``L_mha + L_mhgd`` (also what a scheme that does not forward epochs to the objective gets).
+
+    Against the authors' TensorFlow code (``sseung0703/KD_methods_with_TF``, ``nets/Relation.py`` ``MHGD``,
+    ``op_util.Optimizer_w_MHGD``), whose sizes (8 heads, ``D2 = (D + D_)/2``), head dropout, ``tanh`` and
+    KL are followed: (1) the reference embeds each map by its leading right singular vector (KD-SVD's
+    ``SVD_eid``, the student's aligned to the teacher's), which needs equal student and teacher widths; here
+    the spatial mean, normalised (the same vector for ``(N, C)`` features), and where the student's width
+    differs a learned linear map (trained with the student) takes its vector to the teacher's width
+    first; (2) the reference clips the distillation gradient of each student variable to the norm of its
+    cross-entropy gradient times a sigmoid ramp; here the loss is added with the term's weight, unclipped;
+    (3) its batch norms have a learned shift only (TensorFlow's default) and moving-average decay 0.999;
+    here a learned scale and shift, momentum 0.1; (4) in the distillation stage its batch norms use their
+    moving averages (``statistics: running`` here); the default here normalises the student's and the
+    teacher's vectors each by the batch's own statistics, because the student's vectors, coming through a
+    freshly initialised width adapter, are far from the teacher's statistics: with ``running`` on the
+    ``cnn2d`` 8-from-32 pair the student's logits reached ``|G| ~ 90``, ``tanh`` saturated, and the KL did
+    not move in 11 epochs (the reference needs no adapter: equal widths, aligned singular vectors).
+
+    Args:
+        layers: a list of at least two layers ``[l1, l2, ...]`` (names or ``{student: ..., teacher: ...}``);
+            graphs for ``(l1, l2), (l2, l3), ...``.
+        heads: attention heads (default 8, the authors').
+        procedure: ``two_stage`` (default) or ``joint``.
+        stage1_epochs: epochs of the attention network's pre-training (default ``max(1, round(2 E / 7))``).
+        drop_heads: drop about half the heads per sample at random while training the estimator
+            (default true, the reference's ``drop_head``).
+        statistics: the distillation stage's batch-norm statistics: ``batch`` (default) or ``running`` (the
+            reference's moving averages).
+    """
+
+    name = "mhgd"
+
+    def __init__(self, layers: Any = None, heads: int = 8, procedure: str = "two_stage",
+                 stage1_epochs: int | None = None, drop_heads: bool = True, statistics: str = "batch"):
+        super().__init__()
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise ValueError("mhgd needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
+        self.layers = layer_pairs(layers, term=self.name, min_count=2)
+        self.student_layers = unique(s for s, _ in self.layers)
+        self.teacher_layers = unique(t for _, t in self.layers)
+        check_procedure(self.name, procedure, stage1_epochs)
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be a positive integer, got {heads!r}")
+        self.mode, self._stage1 = procedure, stage1_epochs
+        self.procedure = "pretrain" if procedure == "two_stage" else "joint"
+        self.drop_heads = bool(drop_heads)
+        if statistics not in ("batch", "running"):
+            raise ValueError(f"statistics must be 'batch' or 'running', got {statistics!r}")
+        self.statistics = statistics
+        self.attention = nn.ModuleList(MHAPair(heads) for _ in range(len(self.layers) - 1))
+        # the student's vectors go to the teacher's width where the two differ (Identity where equal)
+        self.adapters = nn.ModuleList(LazyChannelMLP(depth=1) for _ in self.layers)
+
+    def stage1_epochs(self, epochs: int) -> int:
+        if self.mode != "two_stage":
+            return 0
+        return self._stage1 if self._stage1 is not None else max(1, round(2 * epochs / 7))
+
+    def _adapt(self, i: int, vs: Tensor, width: int) -> Tensor:
+        a = self.adapters[i]
+        if isinstance(a, LazyChannelMLP):
+            if a.has_uninitialized_params() and vs.shape[1] == width:
+                self.adapters[i] = nn.Identity()
+                return vs
+            return F.normalize(a(vs, width), dim=1)
+        return vs
+
+    @float32_forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
+        if student.logits.shape[0] < 2:
+            raise RuntimeError("mhgd relates samples within a batch and needs at least 2")
+        vt = [embed_samples(teacher_feature(teacher, t)) for _, t in self.layers]
+        fresh = any(m.has_uninitialized_params() for m in self.attention)
+        if fresh:  # size the attention networks (and, below, the adapters) before the optimizer is built
+            for k, m in enumerate(self.attention):
+                m(vt[k + 1], vt[k])
+        stage = None if fresh else self.stage
+        total = None
+        if stage in (None, 1):
+            total = sum(torch.mean(1.0 - (m.estimate(vt[k + 1], vt[k], self.drop_heads) * vt[k + 1]).sum(dim=1))
+                        for k, m in enumerate(self.attention))
+            if stage == 1:
+                return total
+        vs = [self._adapt(i, embed_samples(student_feature(student, s)), vt[i].shape[1])
+              for i, (s, _) in enumerate(self.layers)]
+        kl = sum(_kl_rows(torch.tanh(m.graph(vs[k + 1], vs[k], frozen=True, statistics=self.statistics)),
+                          torch.tanh(m.graph(vt[k + 1], vt[k], frozen=True, statistics=self.statistics)))
+                 for k, m in enumerate(self.attention))
+        return kl if total is None else total + kl
+
+
+__all__ = ["IRG", "GraphKD", "MHGD", "MHAPair", "embed_samples", "irg_edges", "irg_transformation",
+           "similarity_graph", "knn_mask"]
