@@ -5,21 +5,27 @@ the references; then students (``--student-size``, from scratch, all with the sa
 order) given that teacher as generation 0: from labels only (token CE), word-level KD (cached teacher log-probs), sequence-level KD (teacher beam-4 outputs), sequence-level
 interpolation, on-policy GKD (lam 0.5, JSD beta 0.5); and born-again generations 1-3 of the student size (each
 taught by the previous one with token CE + word KD, generation 0 = the student from labels) and the ensemble
-of generations 1-3. Reported on the test split (final epoch): valid / exact / BLEU of greedy outputs and of
-beam-4 outputs, per-token agreement and KL(teacher || student) against the teacher, sequence agreement (the
+of generations 1-3. Reported on the test split (final epoch): valid / exact / BLEU / chrF of greedy outputs, valid /
+exact of beam-4 outputs, per-token agreement and KL(teacher || student) against the teacher, sequence agreement (the
 student's greedy output equals the teacher's), parameters and greedy decoding speed-up (tokens/s, KV cache,
 one CPU thread). Mean and 95% Student-t CI over seeds.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/sequence_table.py [--task seq_translit] [--seeds 0 1 2] [--epochs 15]
-Prints a Markdown table and a final JSON line.
+Usage: OMP_NUM_THREADS=1 python benchmarks/sequence_table.py [--task seq_translit] [--data KEY=VALUE ...]
+       [--seeds 0 1 2] [--epochs 15] [--rows-out seed0.json]
+Prints a Markdown table and a final JSON line. Seeds in parallel: one process per seed with ``--rows-out``, then
+``--combine seed0.json seed1.json ...`` prints the table over all of them (nothing is trained).
+E.g. the deterministic table: ``--task seq_sort --data min_len=8 --data max_len=16``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
+import yaml
 from _common import final_json, machine
 
 from gendistill.analysis.stats import summarize
@@ -38,7 +44,7 @@ METHODS = {
     "on-policy (GKD, lam 0.5)": dict(objective=CE + [{"term": "gkd_jsd", "beta": 0.5}],
                                      scheme={"name": "on_policy", "lam": 0.5}),
 }
-KEYS = ["test_valid", "test_exact", "test_bleu", "test_beam_valid", "test_beam_exact", "agreement_teacher",
+KEYS = ["test_valid", "test_exact", "test_bleu", "test_chrf", "test_beam_valid", "test_beam_exact", "agreement_teacher",
         "kl_teacher", "seq_agree", "speedup"]
 
 
@@ -62,9 +68,23 @@ def main() -> None:
     p.add_argument("--teacher-size", default="small")
     p.add_argument("--student-size", default="tiny")
     p.add_argument("--arch", default="seq_decoder")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a task option (repeatable)")
+    p.add_argument("--rows-out", type=Path, help="write the per-seed figures here (for --combine)")
+    p.add_argument("--combine", type=Path, nargs="+", help="print the table of these --rows-out files; no training")
     args = p.parse_args()
+    if args.combine:
+        parts = [json.loads(f.read_text()) for f in args.combine]
+        rows: dict[str, list[dict]] = {}
+        for part in parts:
+            for name, rs in part["rows"].items():
+                rows.setdefault(name, []).extend(rs)
+        seeds = [s for part in parts for s in part["seeds"]]
+        print(f"\n{parts[0]['header']}; seeds {seeds} (combined from {len(parts)} files)\n")
+        print_rows(rows, {**parts[0]["meta"], "seeds": seeds})
+        return
     torch.set_num_threads(1)
-    data = load_dataset(args.task, num_train=args.num_train, num_test=256)
+    options = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.data)}
+    data = load_dataset(args.task, num_train=args.num_train, num_test=256, **options)
     src = data.test.x[:, : data.src_len]
     train = {"epochs": args.epochs, "batch_size": 64, "lr": 0.005, "fidelity_samples": 0}
     student = {"name": args.arch, "size": args.student_size}
@@ -96,10 +116,19 @@ def main() -> None:
                                              **_vs_teacher(teacher, ensemble, data), "params": None})
         print(f"seed {seed} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    print(f"\n{args.task}, {len(args.seeds)} seeds {args.seeds}, {args.epochs} epochs, teacher {args.arch} "
-          f"{args.teacher_size}, students {args.student_size}; {machine()}; "
-          f"{time.perf_counter() - t_start:.0f} s in all\n")
-    heads = ["model", "params", "valid", "exact", "BLEU", "beam-4 valid", "beam-4 exact", "agree(t) tok",
+    header = (f"{args.task} {options or ''}, {args.epochs} epochs, teacher {args.arch} {args.teacher_size}, students "
+              f"{args.student_size}; {machine()}")
+    meta = {"task": args.task, "data": options, "seeds": args.seeds, "epochs": args.epochs}
+    if args.rows_out:
+        args.rows_out.write_text(json.dumps({"header": header, "meta": meta, "seeds": args.seeds, "rows": rows},
+                                            default=str))
+    print(f"\n{header}; {len(args.seeds)} seeds {args.seeds}; {time.perf_counter() - t_start:.0f} s in all\n")
+    print_rows(rows, meta)
+
+
+def print_rows(rows: dict[str, list[dict]], meta: dict) -> None:
+    """The Markdown table (mean ± half-width of the 95% Student-t CI over seeds) and the final JSON line."""
+    heads = ["model", "params", "valid", "exact", "BLEU", "chrF", "beam-4 valid", "beam-4 exact", "agree(t) tok",
              "KL(t||s) tok", "seq agree(t)", "decode speed-up"]
     print("| " + " | ".join(heads) + " |")
     print("|" + "---|" * len(heads))
@@ -114,12 +143,12 @@ def main() -> None:
                 continue
             s = summarize(vals)
             out[name][k] = s
-            scale = 100.0 if k not in ("kl_teacher", "test_bleu", "speedup") else 1.0
-            digits = 1 if scale == 100.0 or k == "test_bleu" else 2 if k == "speedup" else 3
-            half = (s["ci95"][1] - s["ci95"][0]) / 2
+            scale = 100.0 if k not in ("kl_teacher", "test_bleu", "test_chrf", "speedup") else 1.0
+            digits = 1 if scale == 100.0 or k in ("test_bleu", "test_chrf") else 2 if k == "speedup" else 3
+            half = 0.0 if s["ci95"] is None else (s["ci95"][1] - s["ci95"][0]) / 2  # one seed: no interval
             cells.append(f"{s['mean'] * scale:.{digits}f} ± {half * scale:.{digits}f}")
         print("| " + " | ".join(cells) + " |")
-    final_json({"task": args.task, "seeds": args.seeds, "epochs": args.epochs, "rows": out})
+    final_json({**meta, "rows": out})
 
 
 def _vs_teacher(teacher, model, data) -> dict:

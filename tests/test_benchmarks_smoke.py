@@ -33,7 +33,7 @@ def test_every_benchmark_script_imports():
     """A renamed helper in one script must not silently break another that imports it (profile_step.py once
     imported a function vs_handwritten.py no longer had)."""
     names = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-    code = "import importlib\nfor n in %r:\n    importlib.import_module(n)\n" % names
+    code = f"import importlib\nfor n in {names!r}:\n    importlib.import_module(n)\n"
     out = subprocess.run([sys.executable, "-c", code], cwd=BENCH, capture_output=True, text=True, timeout=300,
                          env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(BENCH)})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -13,6 +13,8 @@ import torch
 
 from gendistill import rundir
 from gendistill.data import load_dataset
+from gendistill.domains.sequence import SequenceDomain
+from gendistill.engine.checkpoint import load_model
 from gendistill.errors import ConfigError, DataError
 from gendistill.knowledge.base import Batch, Outputs
 from gendistill.lineage import Lineage
@@ -176,7 +178,6 @@ def test_bad_input_is_one_line():
     data = _tiny_task()
     with pytest.raises(DataError, match="vocabulary"):
         data.tokenizer.encode("12x")
-    from gendistill.domains.sequence import SequenceDomain
 
     short = DecoderLM(data.num_classes, (2, 3), size="tiny")
     with pytest.raises(ConfigError, match="longer than the model's maximum"):
@@ -307,6 +308,12 @@ def test_bam_loss_with_teacher_annealing_equals_a_hand_computation():
         assert task(batch)["loss"].item() == pytest.approx(want, abs=1e-5)
 
 
+def _tiny_teacher(data):
+    from gendistill.models import build_model
+
+    return build_model({"name": "seq_decoder", "size": "tiny"}, data.num_classes, data.input_shape)
+
+
 def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
     tasks = "reverse,sort,add"
     paths = []
@@ -320,6 +327,38 @@ def test_bam_distils_single_task_teachers_into_a_multi_task_student(tmp_path):
                       train={"epochs": 2, "batch_size": 32, "fidelity_samples": 0}).fit(data, out=tmp_path / "bam")
     history = rundir.read_history(rundir.gen_dir(tmp_path / "bam", 1))
     assert [round(h["train_gold_weight"], 3) for h in history] == [0.0, 1.0] and result.generations[1]["test_nll"] > 0
+    # the teacher column names the single-task teachers by task, and fidelity is against each item's own teacher
+    bam = result.generations[1]
+    assert bam["teacher"] == "single-task teachers (" + ", ".join(f"{t}: {tmp_path / t}/gen0" for t in tasks.split(",")) + ")"
+    assert data.test.groups.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    domain, student = SequenceDomain(), result.models[1]
+    pred = domain.predict(student, data.test)
+    own = torch.cat([domain.predict(load_model(_tiny_teacher(data), p), data.test)[8 * k : 8 * k + 8]
+                     for k, p in enumerate(paths)])
+    assert bam["agreement_teacher"] == pytest.approx(token_fidelity(own, pred)["agreement"], abs=1e-6)
+    assert bam["kl_teacher"] == pytest.approx(token_fidelity(own, pred)["kl"], rel=1e-4)
+    outputs = [data.tokenizer.decode(t) for t in greedy(student, data.test.x[:, : data.src_len])]
+    refs = [data.tokenizer.decode(r.clamp_min(0)) for r in data.test.y]
+    for k, task in enumerate(tasks.split(",")):  # per task: its own items, its own teacher
+        row, items = bam["per_task"][task], slice(8 * k, 8 * k + 8)
+        assert row["test_exact"] == pytest.approx(sum(h == r for h, r in zip(outputs[items], refs[items])) / 8)
+        assert row["agreement_teacher"] == pytest.approx(token_fidelity(own[items], pred[items])["agreement"], abs=1e-6)
+        assert row["kl_teacher"] == pytest.approx(token_fidelity(own[items], pred[items])["kl"], rel=1e-4)
+        assert row["agreement_gen0"] is not None and result.generations[0]["per_task"][task]["agreement_teacher"] is None
+    saved = json.loads((tmp_path / "bam" / "summary.json").read_text())
+    assert saved["generations"][1]["per_task"]["sort"]["test_exact"] == bam["per_task"]["sort"]["test_exact"]
+    table = result.table()
+    assert "per task" in table and all(t in table for t in tasks.split(","))
+    from gendistill.analysis.stats import aggregate_summaries
+    from gendistill.analysis.tables import lineage_table
+
+    over_seeds = aggregate_summaries([saved, saved], seeds=[0, 1])  # per-task figures aggregate like any other
+    assert over_seeds["generations"][1]["per_task"]["add"]["test_exact"]["mean"] == bam["per_task"]["add"]["test_exact"]
+    assert "per task" in lineage_table(over_seeds)
+    from gendistill.analysis.report import write_report
+
+    _, md = write_report(tmp_path / "bam")
+    assert "## Per task" in md.read_text() and "reverse" in md.read_text()
     with pytest.raises(ConfigError, match="does not exist"):
         _lineage(scheme={"name": "bam", "teachers": ["nowhere.safetensors"]})
     with pytest.raises(ConfigError, match="one teacher per task"):

@@ -110,6 +110,7 @@ class _Progress:
     test_preds: list[Tensor] = field(default_factory=list)
     train_preds: list[Tensor] = field(default_factory=list)
     trajectories: dict[int, dict[int, dict[str, Tensor]]] = field(default_factory=dict)
+    outside: dict[int, tuple[nn.Module, Tensor, Tensor]] = field(default_factory=dict)  # a scheme's outside teachers
 
 
 @dataclass
@@ -183,8 +184,12 @@ class Lineage:
             self.spec.check(self.train, generations, **options)
 
     # ------------------------------------------------------------------------------------------ set-up
-    def teaching(self, gen: int) -> Teaching:
-        """Who teaches generation ``gen`` (:mod:`gendistill.teaching`): the scheme's list, else the rule's."""
+    def teaching(self, gen: int, data: DatasetBundle | None = None) -> Teaching:
+        """Who teaches generation ``gen`` (:mod:`gendistill.teaching`): teachers from outside the lineage that
+        the scheme loads itself, else the scheme's list of generations, else the rule's."""
+        outside = self.spec.outside_of(gen, data, self.scheme_options)
+        if outside is not None:
+            return Teaching(gen, (), True, outside.label, outside)
         return self.rule.teaching(gen, self.spec.teachers_of(gen, self.scheme_options))
 
     def arch(self, gen: int) -> ModelSpec:
@@ -302,7 +307,7 @@ class Lineage:
         record = rundir.read_metrics(gen_root)
         record["resumed"] = True
         if gen > 0:  # the label follows the config (read back, it could be a label of an older version)
-            record["teacher"] = self.teaching(gen).label
+            record["teacher"] = self.teaching(gen, data).label
         done.trajectories[gen] = load_snapshots(gen_root)
         self._add(done, freeze(model), record, data, domain)
         log(f"[gen{gen}] finished earlier: read from {gen_root / rundir.MODEL}", self.progress)
@@ -319,7 +324,7 @@ class Lineage:
         given_module = given and isinstance(teacher, nn.Module)  # its own architecture, not the student's
         record = {"gen": gen, "arch": type(model).__name__ if given_module else self._arch_name(gen),
                   "params": sum(p.numel() for p in model.parameters()),
-                  "teacher": "given" if given else self.teaching(gen).label,
+                  "teacher": "given" if given else self.teaching(gen, data).label,
                   "epochs": len(history), "seconds": round(time.perf_counter() - t0, 3),
                   "teacher_outputs": how, "processes": distributed.world_size()}
         self._add(done, freeze(model), record, data, domain)
@@ -364,7 +369,7 @@ class Lineage:
         views = self.train.augment_views if gen > 0 and cacheable else 0
         source = domain.train_source(data, self.train, seed=gen_seed(self.seed, gen), device=trainer.device,
                                      views=views)
-        teaching = self.teaching(gen)
+        teaching = self.teaching(gen, data)
         taught = self._teach(gen, teaching, objective, student, source, gen_root, data, domain, done)
         if gen_root is not None and not resume and distributed.is_main():
             (gen_root / rundir.CHECKPOINT).unlink(missing_ok=True)
@@ -391,9 +396,10 @@ class Lineage:
         taught = _Taught()
         if gen == 0:
             return taught
-        if teaching.teachers and self.train.fidelity_samples:
+        if (teaching.teachers or teaching.outside) and self.train.fidelity_samples:
             held = (data.val if data.val is not None else data.test).head(self.train.fidelity_samples)
-            preds = [domain.predict(done.models[g], held) for g in teaching.teachers]
+            models = [done.models[g] for g in teaching.teachers] or [self._outside(gen, teaching, data, domain, done)[0]]
+            preds = [domain.predict(m, held) for m in models]
             taught.probe = (held, preds[0] if len(preds) == 1 else domain.ensemble(preds))
         if teaching.by_scheme:
             return taught
@@ -436,6 +442,16 @@ class Lineage:
 
     # ------------------------------------------------------------------------------------------ figures
     @staticmethod
+    def _outside(gen: int, teaching: Teaching, data: DatasetBundle, domain: Domain,
+                 done: _Progress) -> tuple[nn.Module, Tensor, Tensor]:
+        """A generation's teachers from outside the lineage, as one model, and its test and training predictions
+        (built once per generation)."""
+        if gen not in done.outside:
+            model = teaching.outside.build(data)
+            done.outside[gen] = (model, domain.predict(model, data.test), domain.predict(model, data.train))
+        return done.outside[gen]
+
+    @staticmethod
     def _teacher_pred(teaching: Teaching, preds: list[Tensor], domain: Domain) -> Tensor | None:
         """The teachers' prediction: the one teacher's, or their ensemble's; ``None`` for labels."""
         chosen = [preds[g] for g in teaching.teachers]
@@ -449,14 +465,36 @@ class Lineage:
         if domain.train_keys:
             on_train = domain.metrics(model, train[gen], data.train)
             fig.update({f"train_{k}": on_train[k] for k in domain.train_keys})
-        teaching = self.teaching(gen)
-        for split, preds in (("", test), ("_train", train)):
-            ref = self._teacher_pred(teaching, preds, domain)
+        teaching = self.teaching(gen, data)
+        outside = self._outside(gen, teaching, data, domain, done)[1:] if teaching.outside is not None else None
+        refs = {}
+        for k, (split, preds) in enumerate((("", test), ("_train", train))):
+            ref = outside[k] if outside is not None else self._teacher_pred(teaching, preds, domain)
+            refs[split] = ref
             fid = domain.fidelity(ref, preds[gen]) if ref is not None else {"agreement": None, "kl": None}
             fig[f"agreement_teacher{split}"], fig[f"kl_teacher{split}"] = fid["agreement"], fid["kl"]
         fid0 = domain.fidelity(test[0], test[gen]) if gen > 0 else {"agreement": None, "kl": None}
         fig["agreement_gen0"], fig["kl_gen0"] = fid0["agreement"], fid0["kl"]
+        per_task = self._per_task(domain, data, model, test[gen], {"teacher": refs[""],
+                                                                   "gen0": test[0] if gen > 0 else None})
+        if per_task:
+            fig["per_task"] = per_task
         return fig
+
+    @staticmethod
+    def _per_task(domain: Domain, data: DatasetBundle, model: nn.Module | None, pred: Tensor,
+                  refs: dict[str, Tensor | None]) -> dict[str, dict[str, Any]]:
+        """Per task of a multi-task dataset (:meth:`Domain.groups` of the test split): its task metrics
+        (``test_<metric>``) and fidelity against each reference (``agreement_<name>``, ``kl_<name>``), on its
+        items only; ``{}`` for a dataset of one task."""
+        out = {}
+        for name, (split, index) in domain.groups(data.test).items():
+            row: dict[str, Any] = {f"test_{k}": v for k, v in domain.metrics(model, pred[index], split).items()}
+            for ref_name, ref in refs.items():
+                fid = domain.fidelity(ref[index], pred[index]) if ref is not None else {"agreement": None, "kl": None}
+                row[f"agreement_{ref_name}"], row[f"kl_{ref_name}"] = fid["agreement"], fid["kl"]
+            out[name] = row
+        return out
 
     def _ensemble_figures(self, done: _Progress, data: DatasetBundle, domain: Domain) -> list[dict[str, Any]]:
         test = done.test_preds
@@ -469,6 +507,9 @@ class Lineage:
             row = {"members": members, **{f"test_{k}": v for k, v in domain.metrics(None, e, data.test).items()}}
             fid = domain.fidelity(test[0], e)
             row["agreement_gen0"], row["kl_gen0"] = fid["agreement"], fid["kl"]
+            per_task = self._per_task(domain, data, None, e, {"gen0": test[0]})
+            if per_task:
+                row["per_task"] = per_task
             rows.append(row)
         return rows
 

@@ -7,7 +7,9 @@ A lineage's ``generations.teacher`` rule names the teachers of every generation 
 * ``original``: generation 0 every time (the control).
 
 A scheme may name its generations' teachers itself (``SchemeSpec.teachers``, e.g. ``multi_teacher``'s pool);
-then that list wins and the scheme builds its teachers from them. :class:`Teaching` is the answer for one
+then that list wins and the scheme builds its teachers from them. A scheme may also be taught from outside the
+lineage (``SchemeSpec.outside``, e.g. BAM's single-task teacher files): then those teachers are named and
+measured against instead. :class:`Teaching` is the answer for one
 generation, used alike by config validation, the engine (which teacher is built, cached and probed), and the
 tables (how the teacher is named).
 """
@@ -15,7 +17,7 @@ tables (how the teacher is named).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 RuleName = Literal["previous", "ensemble", "original"]
 TEACHER_RULES: tuple[str, ...] = get_args(RuleName)
@@ -24,12 +26,15 @@ TEACHER_RULES: tuple[str, ...] = get_args(RuleName)
 @dataclass(frozen=True)
 class Teaching:
     """The teachers of one generation: ``teachers`` (generation numbers; empty: labels only), whether the
-    scheme named them (``by_scheme``: the scheme builds them itself), and the name the tables print."""
+    scheme named them (``by_scheme``: the scheme builds them itself), the name the tables print, and
+    ``outside``: teachers from outside the lineage that the scheme loads itself (a
+    :class:`~gendistill.schemes.spec.OutsideTeachers`; then ``teachers`` is empty)."""
 
     gen: int
     teachers: tuple[int, ...]
     by_scheme: bool
     label: str | None
+    outside: Any = None
 
 
 @dataclass(frozen=True)

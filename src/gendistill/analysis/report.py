@@ -43,6 +43,7 @@ from .plots import (
 from .render import md_table, render_html, render_markdown
 from .rundata import RunData, load_histories, load_matrix, load_reliability, load_run, load_summary
 from .stats import is_aggregated, is_stat, mean_of
+from .tables import columns_for, per_task_rows
 
 __all__ = ["RunData", "build_report", "compare_runs", "load_run", "load_summary", "render_html", "render_markdown",
            "write_report"]
@@ -129,6 +130,21 @@ def _headline(summary: dict[str, Any]) -> Block:
             [row_name(row), teacher_name(row)] + [fmt_value(row.get(f), s, d) for f, _, s, d in HEADLINE]
         )
     return Table(headers, rows)
+
+
+def _per_task(summary: dict[str, Any]) -> list[Block]:
+    """The tasks of a multi-task dataset: each task's figures on its own test items, and fidelity against the
+    row's teacher (for BAM, each task's own single-task teacher) on those items."""
+    rows = per_task_rows(summary)
+    if not rows:
+        return []
+    columns = columns_for({"generations": [fig for _, _, fig in rows]})
+    table = Table(["model", "task"] + [head for _, head, _ in columns],
+                  [[model, task] + [fmt_value(fig.get(k), 1.0, d, ci=False) for k, _, d in columns]
+                   for model, task, fig in rows])
+    return [Heading("Per task"), Paragraph("Each task's test items only; `agreement_teacher` / `kl_teacher` against "
+                                           "the generation's teacher on that task's items (BAM: the task's own "
+                                           "single-task teacher)."), table]
 
 
 def _paired(summary: dict[str, Any]) -> list[Block]:
@@ -289,6 +305,7 @@ def build_report(run: RunData, plot_dir: Path) -> list[Block]:
         ),
         Heading("Results per generation"),
         _headline(summary),
+        *_per_task(summary),
     ]
     comp = compression_rows(summary)
     if comp:

@@ -62,6 +62,18 @@ def columns_for(summary: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [(k, k.removeprefix("test_"), 4) for k in extra] + fixed
 
 
+def per_task_rows(summary: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(model, task, figures)`` for every generation and ensemble with per-task figures (``per_task``: the
+    tasks of a multi-task dataset), in table order."""
+    rows = []
+    for g in summary.get("generations", []):
+        rows += [(f"gen{g['gen']}", task, fig) for task, fig in (g.get("per_task") or {}).items()]
+    for e in summary.get("ensembles", []):
+        members = e["members"]
+        rows += [(f"ens(gen{members[0]}..gen{members[-1]})", task, fig) for task, fig in (e.get("per_task") or {}).items()]
+    return rows
+
+
 def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 240) -> str:
     seeds = summary.get("seeds")
     title = title or ("lineage" + (f" — mean ± std over seeds {seeds}" if seeds else "") + " (test set, final epoch)")
@@ -81,6 +93,18 @@ def lineage_table(summary: dict[str, Any], title: str | None = None, width: int 
         table.add_row(name, "ensemble", "-", *[fmt(e.get(k), d) for k, _, d in columns])
     console = Console(width=width, record=True, file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     console.print(table)
+    tasks = per_task_rows(summary)
+    if tasks:  # a multi-task dataset: each task's figures on its own items, fidelity against its own teacher
+        per = Table(title="per task (test items of each task; agree/KL against the row's teacher on that task)",
+                    title_justify="left")
+        per.add_column("model", no_wrap=True)
+        per.add_column("task", no_wrap=True)
+        task_columns = columns_for({"generations": [fig for _, _, fig in tasks]})
+        for _, head, _ in task_columns:
+            per.add_column(head, justify="right", no_wrap=True)
+        for model, task, fig in tasks:
+            per.add_row(model, task, *[fmt(fig.get(k), d) for k, _, d in task_columns])
+        console.print(per)
     text = console.export_text()
     paired = [g for g in summary.get("generations", []) if g.get("vs_gen0")]
     if paired:

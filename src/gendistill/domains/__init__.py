@@ -95,6 +95,12 @@ class Domain(ABC):
     def ensemble(self, preds: Sequence[Tensor]) -> Tensor:
         """The prediction of the mean-probability ensemble of ``preds``."""
 
+    def groups(self, split: Any) -> dict[str, tuple[Any, Tensor]]:
+        """Named groups of a split's items whose figures are also reported apart (``per_task`` in each
+        generation's record): the tasks of a multi-task dataset, as ``{name: (sub-split, item indices)}``.
+        Predictions are per item, so ``pred[indices]`` is the group's. Default: none."""
+        return {}
+
     def compression(self, model: nn.Module, data: Any, *, checkpoint: Path | None, speed: bool,
                     device: Any) -> dict[str, Any]:
         """The generation record's compression figures (:mod:`gendistill.compression`). Default: ``params`` and

@@ -160,7 +160,19 @@ class SequenceDomain(Domain):
             accepts = data.accepts or (lambda s, h, r=None: False)
             out[f"{name}exact"] = sum(h == r for h, r in zip(hyps, refs)) / n
             out[f"{name}valid"] = sum(h == r or accepts(s, h) for s, h, r in zip(sources, hyps, refs)) / n
-            out[f"{name}bleu"] = SM.text_scores(hyps, refs, data.tokenizer.split)["bleu"]
+            out.update({f"{name}{k}": v for k, v in SM.text_scores(hyps, refs, data.tokenizer.split).items()})
+        return out
+
+    def groups(self, split: Split) -> dict[str, tuple[Split, Tensor]]:
+        """The tasks of a multi-task dataset (``seq_multi``): each task's items of ``split``."""
+        data, groups = getattr(split, "bundle", None), getattr(split, "groups", None)
+        if data is None or groups is None or len(data.group_names) < 2:
+            return {}
+        out = {}
+        for g, name in enumerate(data.group_names):
+            index = (groups == g).nonzero().squeeze(1)
+            if len(index):
+                out[name] = (split.subset(index), index)
         return out
 
     def epoch_metrics(self, model: nn.Module, split: Split) -> dict[str, float]:

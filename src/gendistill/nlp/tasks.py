@@ -37,12 +37,19 @@ Pair = tuple[str, str]
 
 @dataclass
 class SequenceSplit(Split):
-    """An in-memory split that knows its bundle (tokenizer, lengths, ``accepts``) for decoded metrics."""
+    """An in-memory split that knows its bundle (tokenizer, lengths, ``accepts``) for decoded metrics, and, in
+    multi-task data, which task each item belongs to (``groups``: an index into ``bundle.group_names``)."""
 
     bundle: Any = field(default=None, repr=False, compare=False)
+    groups: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def head(self, n: int) -> SequenceSplit:
-        return SequenceSplit(self.x[:n], self.y[:n], bundle=self.bundle)
+        return self.subset(torch.arange(min(n, len(self))))
+
+    def subset(self, index: torch.Tensor) -> SequenceSplit:
+        """The items at ``index`` (a split of the same bundle)."""
+        groups = self.groups[index] if self.groups is not None else None
+        return SequenceSplit(self.x[index], self.y[index], bundle=self.bundle, groups=groups)
 
 
 @dataclass
@@ -57,6 +64,17 @@ class SequenceBundle(DatasetBundle):
     cache_topk: int = 0
     groups: torch.Tensor | None = None  # per training item: which task it belongs to (multi-task data)
     group_names: tuple[str, ...] = ()
+    group_tokens: tuple[int, ...] = ()  # per task: the token id of the marker that opens its sources
+
+    def group_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Each row's task (index into ``group_names``), read from the marker token opening its source (the
+        first non-padding token; sources are left-padded); -1 for a row with no known marker."""
+        src = x[:, : self.src_len]
+        first = src.gather(1, (src != PAD).long().argmax(1, keepdim=True)).squeeze(1)
+        out = torch.full_like(first, -1)
+        for g, token in enumerate(self.group_tokens):
+            out[first == token] = g
+        return out
 
     @property
     def src_len(self) -> int:
@@ -248,4 +266,7 @@ def seq_multi(tasks: str = "reverse,sort,add", only: str | None = None, num_trai
     gid = torch.tensor(groups)
     bundle.groups = gid if only is None else torch.full((num_train,), names.index(only))
     bundle.group_names = tuple(names)
+    bundle.group_tokens = tuple(bundle.tokenizer.encode(MULTI_TASKS[t][0])[0] for t in names)
+    bundle.train.groups = bundle.groups
+    bundle.test.groups = bundle.group_of(bundle.test.x)
     return bundle

@@ -13,6 +13,11 @@ student starts by imitating its teachers and ends on the gold labels (``anneal: 
 (``seq_multi``: train each with ``data.only: <task>``, which keeps the mixture's vocabulary and lengths); each
 file's architecture is read from its metadata (``model_spec``, written by ``gendistill run``). Without
 ``teachers``, the lineage's teacher of the generation teaches every task (born-again multi-task generations).
+
+With ``teachers``, the tables name them (``single-task teachers (reverse: <file>, ...)``, a run's
+``.../gen0/model.safetensors`` shown as ``.../gen0``) and every
+generation's fidelity (``agreement_teacher``, ``kl_teacher``; per task in ``per_task``) is measured against
+each item's own task teacher (:class:`TaskRouter`), not against an earlier generation.
 """
 
 from __future__ import annotations
@@ -22,15 +27,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from .. import rundir
 from ..engine.checkpoint import load_model
 from ..engine.task import StudentTask
 from ..errors import ConfigError
 from ..knowledge.base import Batch, Objective, Outputs
 from ..models import build_model
-from ..teachers import FrozenTeacher
-from .spec import SchemeContext, scheme
+from ..teachers import FrozenTeacher, freeze
+from .spec import OutsideTeachers, SchemeContext, scheme
 
 
 def teacher_distribution(out: Outputs) -> Tensor:
@@ -87,6 +93,51 @@ class BAMTask(StudentTask):
             t.close()
 
 
+class TaskRouter(nn.Module):
+    """One model that answers every item with its own task's teacher: the task is read from the marker token
+    opening the item's source (``data.group_of``); a row of no known task gets NaN (no figure counts it)."""
+
+    def __init__(self, models: list[nn.Module], group_of) -> None:
+        super().__init__()
+        self.teachers = nn.ModuleList(models)
+        self.group_of = group_of
+        self.src_len, self.tgt_len = models[0].src_len, models[0].tgt_len
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.group_of(x)
+        out = None
+        for k, model in enumerate(self.teachers):
+            rows = (g == k).nonzero().squeeze(1)
+            if len(rows):
+                logits = model(x[rows])
+                if out is None:
+                    out = logits.new_full((len(x), *logits.shape[1:]), float("nan"))
+                out[rows] = logits
+        if out is None:
+            raise ConfigError("no item belongs to a task of the bam teachers (unknown task markers)")
+        return out
+
+
+def _load_teachers(paths: list[str], data) -> list[nn.Module]:
+    names = getattr(data, "group_names", ())
+    if getattr(data, "groups", None) is None or len(names) != len(paths):
+        raise ConfigError(f"bam got {len(paths)} teachers but the dataset has {len(names) or 'no'} tasks "
+                          f"({', '.join(names)}); give one teacher per task, in order, with a multi-task dataset")
+    return [freeze(load_model(build_model(_spec_of(p), data.num_classes, data.input_shape), p, role="bam teacher"))
+            for p in paths]
+
+
+def _outside(gen: int, data, teachers: list[str] | None = None, anneal: bool = True) -> OutsideTeachers | None:
+    """With ``teachers``: the single-task teacher files, named by their tasks, as one :class:`TaskRouter`."""
+    if not teachers:
+        return None
+    names = list(getattr(data, "group_names", ()) or ())
+    names = names if len(names) == len(teachers) else [f"task{k}" for k in range(len(teachers))]
+    short = [p.removesuffix("/" + rundir.MODEL) for p in teachers]  # a run's gen<k>/model.safetensors: gen<k>
+    label = "single-task teachers (" + ", ".join(f"{n}: {p}" for n, p in zip(names, short)) + ")"
+    return OutsideTeachers(label, lambda d: freeze(TaskRouter(_load_teachers(teachers, d), d.group_of)))
+
+
 def _spec_of(path: str) -> dict:
     from safetensors import safe_open
 
@@ -108,7 +159,7 @@ def _check(train, generations: int, teachers: list[str] | None = None, anneal: b
 
 @scheme("bam", kind="sequence", paper="Clark et al. 2019, BAM! Born-Again Multi-Task Networks (arXiv:1907.04829)",
         summary="multi-task student from single-task teachers with teacher annealing (gold weight 0 -> 1)",
-        cacheable=True, check=_check)
+        cacheable=True, check=_check, outside=_outside)
 def bam(ctx: SchemeContext, teachers: list[str] | None = None, anneal: bool = True) -> BAMTask:
     """BAM (Clark et al. 2019): single-task teachers (files) or the previous generation, teacher annealing."""
     groups = getattr(ctx.data, "groups", None)
@@ -116,12 +167,5 @@ def bam(ctx: SchemeContext, teachers: list[str] | None = None, anneal: bool = Tr
         if ctx.teacher is None:
             raise ConfigError("bam needs teachers: scheme.teachers (single-task files) or an earlier generation")
         return BAMTask(ctx.student, ctx.objective, [ctx.teacher], groups, anneal)
-    names = getattr(ctx.data, "group_names", ())
-    if groups is None or len(names) != len(teachers):
-        raise ConfigError(f"bam got {len(teachers)} teachers but the dataset has {len(names) or 'no'} tasks "
-                          f"({', '.join(names)}); give one teacher per task, in order, with a multi-task dataset")
-    models = []
-    for path in teachers:
-        model = build_model(_spec_of(path), ctx.data.num_classes, ctx.data.input_shape)
-        models.append(FrozenTeacher(load_model(model, path, role="bam teacher")))
+    models = [FrozenTeacher(m) for m in _load_teachers(teachers, ctx.data)]
     return BAMTask(ctx.student, ctx.objective, models, groups, anneal)

@@ -56,6 +56,16 @@ class SchemeContext:
 
 
 @dataclass(frozen=True)
+class OutsideTeachers:
+    """Teachers a scheme loads itself from outside the lineage (BAM's single-task teacher files): ``label``, how
+    the tables name them, and ``build(data)``, one frozen model whose predictions are theirs (each generation's
+    fidelity figures, ``agreement_teacher`` and ``kl_teacher``, are measured against it)."""
+
+    label: str
+    build: Callable[[DatasetBundle], nn.Module]
+
+
+@dataclass(frozen=True)
 class SchemeSpec:
     """How the lineage runs a scheme.
 
@@ -71,6 +81,9 @@ class SchemeSpec:
         archs: ``archs(student_spec, generations, **options) -> {gen: model spec}``: per-generation
             architectures the scheme implies (``generations.archs`` given by the user win).
         check: ``check(train, generations, **options)``: option checks that can run before generation 0.
+        outside: ``outside(gen, data, **options) -> OutsideTeachers | None`` when generation ``gen`` (>= 1) is
+            taught by models from outside the lineage that the scheme loads itself (``data`` may be ``None``
+            when only the label is needed); ``None``: its teachers are generations.
     """
 
     name: str
@@ -83,6 +96,7 @@ class SchemeSpec:
     teachers: Callable[..., list[int]] | None = None
     archs: Callable[..., dict[int, Any]] | None = None
     check: Callable[..., None] | None = None
+    outside: Callable[..., OutsideTeachers | None] | None = None
 
     def create(self, ctx: SchemeContext, options: dict[str, Any]) -> Task:
         task = self.build(ctx, **options)
@@ -93,14 +107,18 @@ class SchemeSpec:
     def teachers_of(self, gen: int, options: dict[str, Any]) -> list[int] | None:
         return None if self.teachers is None else list(self.teachers(gen, **options))
 
+    def outside_of(self, gen: int, data: DatasetBundle | None, options: dict[str, Any]) -> OutsideTeachers | None:
+        return None if self.outside is None or gen == 0 else self.outside(gen, data, **options)
+
 
 def scheme(name: str, *, kind: str, paper: str, summary: str, trains_gen0: bool = False, cacheable: bool = False,
            teachers: Callable[..., list[int]] | None = None, archs: Callable[..., dict[int, Any]] | None = None,
-           check: Callable[..., None] | None = None) -> Callable:
+           check: Callable[..., None] | None = None,
+           outside: Callable[..., OutsideTeachers | None] | None = None) -> Callable:
     """Register the decorated ``build(ctx, **options)`` function as scheme ``name`` (see :class:`SchemeSpec`)."""
 
     def decorator(build: Callable[..., Task]) -> Callable[..., Task]:
-        spec = SchemeSpec(name, build, kind, paper, summary, trains_gen0, cacheable, teachers, archs, check)
+        spec = SchemeSpec(name, build, kind, paper, summary, trains_gen0, cacheable, teachers, archs, check, outside)
         SCHEMES.register(name, spec=spec, kind=kind, paper=paper, summary=summary)(build)
         return build
 
