@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,7 +236,17 @@ def test_multitask_distillation_runs_through_the_cli(teacher_file, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "mt/summary.json").read_text())["generations"][1]["agreement_gen0"] == \
         gens[1]["agreement_gen0"]
-    cfg["data"]["tasks"] = cfg["data"]["tasks"][:1]
-    path.write_text(yaml.safe_dump({**cfg, "name": "one"}))
-    bad = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "data.tasks needs at least two tasks" in bad.stderr
+    from gendistill.rl.multitask import gym_multitask
+
+    with pytest.raises(ConfigError, match="data.tasks needs at least two tasks"):
+        gym_multitask(tasks=cfg["data"]["tasks"][:1])
+    with pytest.raises(ConfigError, match="unknown environment 'NoSuchEnv-v0'"):
+        gym_multitask(tasks=[*cfg["data"]["tasks"], {"env": "NoSuchEnv-v0"}])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "rl").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_rl_example_config_validates(path):
+    from gendistill.config import load_config
+
+    assert load_config(path).data.name in ("gym", "gym_multitask")
