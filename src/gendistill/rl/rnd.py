@@ -9,7 +9,8 @@ by a running std of the *intrinsic returns* ``R_t = gamma_int * R_{t-1} + i_t`` 
 the paper's non-episodic intrinsic return), so its scale does not drift. :class:`RNDVecEnv` wraps a
 stable-baselines3 ``VecEnv`` and hands PPO ``r_ext * ext_coef + r_int * int_coef``; the predictor is trained
 on the observations of the last ``update_every`` steps (a fraction ``update_proportion`` of them, as in the
-paper) with Adam.
+paper) with Adam. With ``obs_init_steps`` the observation statistics start from that many steps of a random
+agent before training (the paper does so).
 
 Two value heads (the paper's Section 2.3): :class:`RNDPPO` is stable-baselines3's PPO, its loop and its
 ``train`` unchanged, with three small parts plugged in: the wrapper (``two_heads=True``) hands PPO the reward
