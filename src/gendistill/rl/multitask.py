@@ -225,7 +225,7 @@ def distill_multitask(envs: Sequence[str], teachers: Sequence[nn.Module], *, sta
             "final_loss": history[-1]["train_loss"]}
 
 
-@MODELS.register("multitask_mlp", summary="rl multi-task student: per-task input layer and head, shared trunk")
+@MODELS.register("multitask_mlp", input_rank=1, domain="rl_multitask", summary="rl multi-task student: per-task input layer and head, shared trunk")
 def multitask_mlp(num_classes: int, input_shape: tuple[int, ...], width: int = 64, depth: int = 1,
                   layout: list[list[int]] | None = None) -> MultiTaskPolicy:
     """``layout`` (``[[obs_dim, n_actions], ...]`` per task) is filled in by the ``rl_multitask`` domain."""
