@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,75 @@ def test_multitask_student_learns_two_environments(teacher_file):
     assert out.shape == (5, 3)
     with pytest.raises(ConfigError, match="has 3 actions but CartPole-v1 has 2"):
         distill_multitask(["CartPole-v1"], [acrobot.__class__(4, 3, 8, 1)])
+
+
+def test_packed_multitask_teacher_and_student_by_hand():
+    from gendistill.rl.multitask import MASKED, MultiTaskPolicy, MultiTaskTeacher, TaskSlice, pack
+
+    cart = torch.nn.Linear(4, 2)
+    acro = torch.nn.Linear(6, 3)
+    s4, s6 = torch.randn(3, 4), torch.randn(2, 6)
+    x = torch.cat([pack(s4, 0, 6), pack(s6, 1, 6)])
+    assert x.shape == (5, 7) and x[:3, 0].tolist() == [0, 0, 0] and x[:3, 5:].abs().sum() == 0  # task id, padding
+    teacher = MultiTaskTeacher([cart, acro], [(4,), (6,)], [2, 3])
+    with torch.no_grad():
+        out = teacher(x)
+        assert torch.allclose(out[:3, :2], cart(s4)) and (out[:3, 2] == MASKED).all()
+        assert torch.allclose(out[3:], acro(s6))
+        student = MultiTaskPolicy([4, 6], [2, 3], width=8)
+        assert torch.allclose(student(x)[3:], student(s6, task=1)) and (student(x)[:3, 2] == MASKED).all()
+        assert torch.allclose(TaskSlice(teacher, 1, 6, 3)(s6), acro(s6))  # a task's view on its raw states
+
+
+def test_multitask_distillation_runs_through_the_cli(teacher_file, tmp_path):
+    """gym_multitask + multitask_mlp through `gendistill run`: the teachers are generation 0 of the run
+    directory, the student learns both tasks, per-task metrics are in summary.json, and resume works."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gendistill.engine.checkpoint import save_model
+    from gendistill.models.mlp import MLP
+
+    torch.manual_seed(0)
+    acro = tmp_path / "acrobot.safetensors"
+    save_model(MLP(6, 3, width=8, depth=1), acro)
+    acro.with_suffix(".json").write_text(json.dumps({"width": 8, "depth": 1}))
+    cfg = {"name": "mt", "out": str(tmp_path), "seeds": [0],
+           "data": {"name": "gym_multitask", "states": 600, "test_episodes": 1, "eval_episodes": 2,
+                    "tasks": [{"env": "CartPole-v1", "teacher": {"path": str(teacher_file)}},
+                              {"env": "Acrobot-v1", "teacher": {"path": str(acro)}}]},
+           "model": {"name": "multitask_mlp", "width": 32, "depth": 1},
+           "generations": {"count": 1, "ensembles": False},
+           "objective": [{"term": "policy_kl", "tau": 0.01}],
+           "train": {"epochs": 6, "batch_size": 32, "lr": 0.01, "device": "cpu", "threads": 1,
+                     "fidelity_samples": 64}}
+    path = tmp_path / "mt.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cli = [sys.executable, "-m", "gendistill", "run", str(path), "--progress", "off"]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gens = json.loads((tmp_path / "mt/summary.json").read_text())["generations"]
+    assert gens[0]["teacher"] == "given" and gens[0]["test_return@CartPole-v1"] == 500.0
+    assert gens[1]["arch"].startswith("multitask_mlp") and gens[1]["agreement_gen0"] > 0.85, gens[1]
+    assert gens[1]["test_agree_t@CartPole-v1"] > 0.75 and gens[1]["test_agree_t@Acrobot-v1"] > 0.85, gens[1]
+    assert (tmp_path / "mt/gen1/model.safetensors").exists()
+    again = subprocess.run([*cli, "--resume"], capture_output=True, text=True, timeout=300)  # finished: read back
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "mt/summary.json").read_text())["generations"][1]["agreement_gen0"] == \
+        gens[1]["agreement_gen0"]
+    from gendistill.rl.multitask import gym_multitask
+
+    with pytest.raises(ConfigError, match="data.tasks needs at least two tasks"):
+        gym_multitask(tasks=cfg["data"]["tasks"][:1])
+    with pytest.raises(ConfigError, match="unknown environment 'NoSuchEnv-v0'"):
+        gym_multitask(tasks=[*cfg["data"]["tasks"], {"env": "NoSuchEnv-v0"}])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "rl").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_rl_example_config_validates(path):
+    from gendistill.config import load_config
+
+    assert load_config(path).data.name in ("gym", "gym_multitask")

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import DOMAINS
-from ..rl.data import PolicyInfo
+from ..rl.data import MultiTaskInfo, PolicyInfo
 from ..rl.metrics import action_logprobs, evaluate_policy, inference_us, mean_ci, policy_fidelity
+from ..rl.multitask import TaskSlice
 from ..rl.rollouts import DAggerSource, rollout
 from .classification import ClassificationDomain
 
@@ -117,4 +118,74 @@ class RLDomain(ClassificationDomain):
         return {"ensemble_returns": rows, "teacher": {k: v for k, v in info.record.items() if k != "hyper"}}
 
 
-__all__ = ["RLDomain"]
+@DOMAINS.register("rl_multitask", summary="multi-task policies: per-task return and agreement (packed task states)")
+class RLMultiTaskDomain(RLDomain):
+    """Multi-task policy distillation (Rusu et al. 2016, Sec. 4.2) through the one lineage: the ``gym_multitask``
+    dataset packs every task's states with its task id (:func:`gendistill.rl.multitask.pack`), generation 0 is
+    the single-task teachers as one module, students are ``multitask_mlp`` (per-task input layers and heads,
+    shared trunk; the domain fills in its ``layout``) or any model of the packed rows. No DAgger (the paper's
+    multi-task students learn from the teachers' memories). Metrics per task (keys ``<metric>@<env>``): greedy
+    ``return`` and ``ci95`` (t-interval over episodes) in that environment, agreement with its teacher on
+    held-out teacher states (``agree_t``), agreement and KL on the states the model visits (``agree_s``,
+    ``kl_s``)."""
+
+    name = "rl_multitask"
+
+    @staticmethod
+    def _layout(spec: Any, data: Any) -> Any:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if isinstance(spec, dict) and spec.get("name") == "multitask_mlp":
+            return {**spec, "layout": _multi(data.train).layout}
+        return spec
+
+    def build_model(self, spec: Any, data: Any) -> nn.Module:
+        return super().build_model(self._layout(spec, data), data)
+
+    def check_model(self, spec: Any, data: Any, where: str) -> nn.Module:
+        return super().check_model(self._layout(spec, data), data, where)
+
+    def train_source(self, data: Any, train: Any, *, seed: int, device: Any, views: int) -> DAggerSource:
+        info = _multi(data.train)
+        return DAggerSource(data.train.x, info.teacher, info.env, train.batch_size, seed=seed,
+                            device=torch.device(device), schedule=info.dagger)  # dagger.steps 0: memory only
+
+    def metrics(self, model: nn.Module | None, pred: Tensor, split: Any) -> dict[str, float]:
+        if model is None:
+            return {}
+        key = (id(model), id(split))
+        if key not in self._memo:
+            info = _multi(split)
+            width = split.x.shape[1] - 1
+            task = split.x[:, 0].round().long().cpu()
+            got: dict[str, float] = {}
+            for k, (env, (_, n)) in enumerate(zip(info.envs, info.layout)):
+                policy = TaskSlice(model, k, width, n)
+                teacher = TaskSlice(info.teacher, k, width, n) if model is not info.teacher else None
+                one = evaluate_policy(policy, teacher, env, episodes=info.eval_episodes, seed=info.eval_seed,
+                                      temperature=info.temperature, max_steps=info.max_steps)
+                rows = task == k
+                one["agree_t"] = (pred[rows].argmax(-1).cpu() == split.y.cpu()[rows]).float().mean().item()
+                if teacher is None:
+                    one["agreement_student_states"], one["kl_student_states"] = 1.0, 0.0
+                got.update({f"{short}@{env}": one[m] for m, short in _TASK_KEYS.items()})
+            got["inference_us"] = inference_us(model, split.x)
+            self._memo[key] = (model, got)
+        return dict(self._memo[key][1])
+
+    def analyses(self, models: list[nn.Module], test_preds: list[Tensor], data: Any) -> dict[str, Any]:
+        return {}
+
+
+_TASK_KEYS = {"return": "return", "return_ci95": "ci95", "agree_t": "agree_t", "agreement_student_states": "agree_s",
+              "kl_student_states": "kl_s"}
+
+
+def _multi(split: Any) -> MultiTaskInfo:
+    info = _info(split)
+    if not isinstance(info, MultiTaskInfo):
+        raise ConfigError("the rl_multitask domain needs the gym_multitask dataset (data: {name: gym_multitask, ...})")
+    return info
+
+
+__all__ = ["RLDomain", "RLMultiTaskDomain"]

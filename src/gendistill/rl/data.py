@@ -39,6 +39,15 @@ class PolicyInfo:
 
 
 @dataclass
+class MultiTaskInfo(PolicyInfo):
+    """:class:`PolicyInfo` of a packed multi-task dataset: its environments (task ``k`` = ``envs[k]``) and
+    ``layout`` (``[obs_dim, n_actions]`` per task); ``teacher`` is the packed :class:`MultiTaskTeacher`."""
+
+    envs: list[str] = field(default_factory=list)
+    layout: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
 class StateSplit(Split):
     """States (``x``) with the original teacher's greedy actions (``y``), and the :class:`PolicyInfo`."""
 
