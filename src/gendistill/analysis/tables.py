@@ -74,13 +74,17 @@ def per_task_rows(summary: dict[str, Any]) -> list[tuple[str, str, dict[str, Any
     return rows
 
 
+LABEL_WIDTH = 40  # characters of an arch or teacher label per line of the lineage table
+
+
 def lineage_table(summary: dict[str, Any], title: str | None = None, width: int = 240) -> str:
     seeds = summary.get("seeds")
     title = title or ("lineage" + (f" — mean ± std over seeds {seeds}" if seeds else "") + " (test set, final epoch)")
     table = Table(title=title, title_justify="left")
     table.add_column("model", no_wrap=True)
-    table.add_column("arch", no_wrap=True)
-    table.add_column("teacher", no_wrap=True)
+    # long labels (a Hugging Face config, BAM's teacher files) fold onto more lines instead of squeezing the figures
+    table.add_column("arch", max_width=LABEL_WIDTH, overflow="fold")
+    table.add_column("teacher", max_width=LABEL_WIDTH, overflow="fold")
     columns = columns_for(summary)
     for _, head, _ in columns:
         table.add_column(head, justify="right", no_wrap=True)
