@@ -74,6 +74,28 @@ def unique(names: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def layer_chain(layers: Any, *, term: str) -> tuple[list[tuple[str, str]], tuple[str, ...], tuple[str, ...]]:
+    """A chain of at least two layers ``[l1, l2, ...]`` (terms on consecutive pairs: FSP, MHGD, LONDON):
+    its (student, teacher) pairs, then the student's and the teacher's layer names."""
+    if layers is not None and not isinstance(layers, (list, tuple)):
+        raise ValueError(f"{term} needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
+    pairs = layer_pairs(layers, term=term, min_count=2)
+    return pairs, unique(s for s, _ in pairs), unique(t for _, t in pairs)
+
+
+def channel_adapter(adapters: nn.ModuleList, i: int, x: Tensor, channels: int, *, auto: bool = True) -> nn.Module | None:
+    """Slot ``i`` of a list of lazy channel adapters, for input ``x`` going to ``channels``: the adapter to
+    apply, or ``None`` (an ``Identity`` slot; or, with ``auto``, an adapter not built yet whose input already has
+    ``channels``: it becomes ``Identity`` here, on the first call, before the trainer builds the optimizer)."""
+    a = adapters[i]
+    if isinstance(a, nn.Identity):
+        return None
+    if auto and x.shape[1] == channels and any(isinstance(p, UninitializedParameter) for p in a.parameters()):
+        adapters[i] = nn.Identity()
+        return None
+    return a
+
+
 # --------------------------------------------------------------------------------------------------------
 # tensor helpers
 
@@ -438,13 +460,9 @@ class FSP(KnowledgeTerm):
         super().__init__()
         check_procedure(self.name, procedure, stage1_epochs)
         self.procedure, self._stage1 = procedure, stage1_epochs
-        if layers is not None and not isinstance(layers, (list, tuple)):
-            raise ValueError("fsp needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
+        self.layers, self.student_layers, self.teacher_layers = layer_chain(layers, term=self.name)
         if adapter not in ("auto", True, False):
             raise ValueError(f"fsp adapter must be 'auto', true or false, got {adapter!r}")
-        self.layers = layer_pairs(layers, term=self.name, min_count=2)
-        self.student_layers = unique(s for s, _ in self.layers)
-        self.teacher_layers = unique(t for _, t in self.layers)
         self.adapter = adapter
         # one lazy 1x1 conv per layer of the chain; "auto" swaps it for Identity on the first call where the
         # channel counts already agree (before the trainer builds the optimizer)
@@ -454,13 +472,8 @@ class FSP(KnowledgeTerm):
         return first_stage(self._stage1, epochs) if self.procedure == "two_stage" else 0
 
     def _adapt(self, i: int, hs: Tensor, channels: int) -> Tensor:
-        a = self.adapters[i]
-        if isinstance(a, LazyChannelMLP):
-            if self.adapter == "auto" and a.has_uninitialized_params() and hs.shape[1] == channels:
-                self.adapters[i] = nn.Identity()
-                return hs
-            return a(hs, channels)
-        return hs
+        a = channel_adapter(self.adapters, i, hs, channels, auto=self.adapter == "auto")
+        return hs if a is None else a(hs, channels)
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:

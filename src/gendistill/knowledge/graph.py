@@ -25,8 +25,10 @@ from ..registry import METHODS
 from .base import Batch, KnowledgeTerm, Outputs
 from .feature import (
     LazyChannelMLP,
+    channel_adapter,
     check_procedure,
     float32_forward,
+    layer_chain,
     layer_pairs,
     pool_to,
     student_feature,
@@ -394,11 +396,7 @@ class MHGD(KnowledgeTerm):
     def __init__(self, layers: Any = None, heads: int = 8, procedure: str = "two_stage",
                  stage1_epochs: int | None = None, drop_heads: bool = True, statistics: str = "batch"):
         super().__init__()
-        if layers is not None and not isinstance(layers, (list, tuple)):
-            raise ValueError("mhgd needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
-        self.layers = layer_pairs(layers, term=self.name, min_count=2)
-        self.student_layers = unique(s for s, _ in self.layers)
-        self.teacher_layers = unique(t for _, t in self.layers)
+        self.layers, self.student_layers, self.teacher_layers = layer_chain(layers, term=self.name)
         check_procedure(self.name, procedure, stage1_epochs)
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
             raise ValueError(f"heads must be a positive integer, got {heads!r}")
@@ -418,13 +416,8 @@ class MHGD(KnowledgeTerm):
         return self._stage1 if self._stage1 is not None else max(1, round(2 * epochs / 7))
 
     def _adapt(self, i: int, vs: Tensor, width: int) -> Tensor:
-        a = self.adapters[i]
-        if isinstance(a, LazyChannelMLP):
-            if a.has_uninitialized_params() and vs.shape[1] == width:
-                self.adapters[i] = nn.Identity()
-                return vs
-            return F.normalize(a(vs, width), dim=1)
-        return vs
+        a = channel_adapter(self.adapters, i, vs, width)
+        return vs if a is None else F.normalize(a(vs, width), dim=1)
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:

@@ -17,12 +17,12 @@ from .base import Batch, KnowledgeTerm, Outputs
 from .feature import (
     LazyChannelBatchNorm,
     LazyChannelMLP,
+    channel_adapter,
     float32_forward,
     fsp_matrix,
-    layer_pairs,
+    layer_chain,
     student_feature,
     teacher_feature,
-    unique,
 )
 
 
@@ -115,11 +115,7 @@ class LipschitzKD(KnowledgeTerm):
 
     def __init__(self, layers: Any = None, iterations: int = 10, adapter: bool | str = "auto"):
         super().__init__()
-        if layers is not None and not isinstance(layers, (list, tuple)):
-            raise ValueError("lipschitz_kd needs a list of at least two layers, e.g. [layer1, layer2, layer3]")
-        self.layers = layer_pairs(layers, term=self.name, min_count=2)
-        self.student_layers = unique(s for s, _ in self.layers)
-        self.teacher_layers = unique(t for _, t in self.layers)
+        self.layers, self.student_layers, self.teacher_layers = layer_chain(layers, term=self.name)
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         if adapter not in ("auto", True, False):
@@ -128,13 +124,8 @@ class LipschitzKD(KnowledgeTerm):
         self.adapters = nn.ModuleList(_Connector() if adapter else nn.Identity() for _ in self.layers)
 
     def _adapt(self, i: int, fs: Tensor, channels: int) -> Tensor:
-        a = self.adapters[i]
-        if isinstance(a, _Connector):
-            if self.adapter == "auto" and a.conv.has_uninitialized_params() and fs.shape[1] == channels:
-                self.adapters[i] = nn.Identity()
-                return fs
-            return a(fs, channels)
-        return fs
+        a = channel_adapter(self.adapters, i, fs, channels, auto=self.adapter == "auto")
+        return fs if a is None else a(fs, channels)
 
     @float32_forward
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> Tensor:
