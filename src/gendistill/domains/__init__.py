@@ -26,12 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..compression import model_figures
 from ..engine.settings import TrainConfig
 from ..engine.task import Task
 from ..engine.trainer import BatchSource
+from ..errors import ConfigError
 from ..knowledge.base import Objective
 from ..registry import DOMAINS
 
@@ -123,6 +125,19 @@ class Domain(ABC):
         domain cannot cache this teacher exactly). ``train_pred`` is the teacher's :meth:`predict` on the
         training split when the lineage already has it. Default: no cache."""
         return None
+
+
+def build_checked(domain: Domain, spec: Any, data: Any, where: str) -> nn.Module:
+    """``domain.build_model(spec, data)`` without moving the caller's RNG stream (building draws initial
+    weights), its ConfigError prefixed with ``where``; then ``domain.check_teacher(model, data, role=where)``.
+    The ``check_model`` of domains whose ``check_teacher`` names the role it checks."""
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = domain.build_model(spec, data)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    domain.check_teacher(model, data, role=where)
+    return model
 
 
 def domain_for(data: Any) -> Domain:

@@ -35,7 +35,7 @@ from ..nlp.models import is_sequence_model
 from ..nlp.tasks import SequenceBundle
 from ..registry import DOMAINS, MODELS
 from ..teachers import EnsembleTeacher, FrozenTeacher
-from . import Domain
+from . import Domain, build_checked
 
 #: decoded metrics (exact match, valid, BLEU) are computed on at most this many items of a split
 FITS = "seq_decoder, seq_encdec, hf_causal_lm or hf_seq2seq_lm"
@@ -104,13 +104,7 @@ class SequenceDomain(Domain):
         return model
 
     def check_model(self, spec: Any, data: SequenceBundle, where: str) -> nn.Module:
-        data = _bundle(data)
-        try:
-            model = self.build_model(spec, data)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        self.check_teacher(model, data, role=where)
-        return model
+        return build_checked(self, spec, _bundle(data), where)
 
     def check_teacher(self, teacher: nn.Module, data: SequenceBundle, role: str = "the teacher") -> None:
         data = _bundle(data)

@@ -20,7 +20,7 @@ from ..engine.settings import TrainConfig
 from ..errors import ConfigError
 from ..models import build_model, create_model
 from ..registry import DOMAINS, MODELS
-from . import Domain
+from . import Domain, build_checked
 from .classification import ClassificationBatches, ClassificationDomain
 
 
@@ -57,14 +57,7 @@ class SequenceClassificationDomain(ClassificationDomain):
         return build_model(spec, data.num_classes, data.input_shape)
 
     def check_model(self, spec: Any, data: DatasetBundle, where: str) -> nn.Module:
-        data = _data(data)
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights; keep the caller's RNG stream
-            try:
-                model = self.build_model(spec, data)
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
-        self.check_teacher(model, data, role=where)
-        return model
+        return build_checked(self, spec, _data(data), where)
 
     def check_teacher(self, teacher: nn.Module, data: DatasetBundle, role: str = "the teacher") -> None:
         data = _data(data)
