@@ -76,6 +76,11 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def _fidelity(domain: Domain, ref: Tensor | None, pred: Tensor) -> dict[str, Any]:
+    """``domain.fidelity(ref, pred)``, or ``None`` figures when there is no reference (labels, generation 0)."""
+    return domain.fidelity(ref, pred) if ref is not None else {"agreement": None, "kl": None}
+
+
 def gen_seed(seed: int, gen: int) -> int:
     """Each generation of each seed gets its own init and data order."""
     return seed * 1000 + gen
@@ -471,9 +476,9 @@ class Lineage:
         for k, (split, preds) in enumerate((("", test), ("_train", train))):
             ref = outside[k] if outside is not None else self._teacher_pred(teaching, preds, domain)
             refs[split] = ref
-            fid = domain.fidelity(ref, preds[gen]) if ref is not None else {"agreement": None, "kl": None}
+            fid = _fidelity(domain, ref, preds[gen])
             fig[f"agreement_teacher{split}"], fig[f"kl_teacher{split}"] = fid["agreement"], fid["kl"]
-        fid0 = domain.fidelity(test[0], test[gen]) if gen > 0 else {"agreement": None, "kl": None}
+        fid0 = _fidelity(domain, test[0] if gen > 0 else None, test[gen])
         fig["agreement_gen0"], fig["kl_gen0"] = fid0["agreement"], fid0["kl"]
         per_task = self._per_task(domain, data, model, test[gen], {"teacher": refs[""],
                                                                    "gen0": test[0] if gen > 0 else None})
@@ -491,7 +496,7 @@ class Lineage:
         for name, (split, index) in domain.groups(data.test).items():
             row: dict[str, Any] = {f"test_{k}": v for k, v in domain.metrics(model, pred[index], split).items()}
             for ref_name, ref in refs.items():
-                fid = domain.fidelity(ref[index], pred[index]) if ref is not None else {"agreement": None, "kl": None}
+                fid = _fidelity(domain, None if ref is None else ref[index], pred[index])
                 row[f"agreement_{ref_name}"], row[f"kl_{ref_name}"] = fid["agreement"], fid["kl"]
             out[name] = row
         return out
